@@ -1,0 +1,3 @@
+module github.com/prezero/prezero
+
+go 1.26.8
