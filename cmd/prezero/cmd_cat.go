@@ -1,0 +1,67 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+
+	"github.com/spf13/pflag"
+	"golang.org/x/term"
+
+	"github.com/prezero/prezero/internal/source"
+	"github.com/prezero/prezero/internal/stream"
+)
+
+type catOptions struct {
+	forceDirty bool
+}
+
+func (o *catOptions) AddFlags(f *pflag.FlagSet) {
+	addSourceFlags(f, &o.forceDirty)
+}
+
+func init() {
+	var opts catOptions
+	register(&command{
+		name:  "cat",
+		usage: "SOURCE [disk|header|N|partN] > STREAM",
+		short: "write a zeroed stream to stdout",
+		long: `Write one stream of SOURCE to standard output:
+  disk     the whole source, each recognised partition's free blocks zeroed (default)
+  header   the bytes before the first partition, unchanged
+  N, partN partition N alone, numbered as 'prezero map' shows`,
+		flags: opts.AddFlags,
+		run:   func(ctx context.Context, args []string) error { return runCat(ctx, opts, args) },
+	})
+}
+
+func runCat(ctx context.Context, opts catOptions, args []string) error {
+	if len(args) < 1 || len(args) > 2 {
+		return usagef("expected SOURCE [WHAT], got %d arguments", len(args))
+	}
+	what := "disk"
+	if len(args) == 2 {
+		what = args[1]
+	}
+	if term.IsTerminal(int(os.Stdout.Fd())) {
+		return usagef("refusing to write a binary stream to a terminal; redirect stdout to a file or pipe")
+	}
+	src, err := source.Open(args[0], source.Options{ForceDirty: opts.forceDirty})
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	r, err := src.Lookup(what)
+	if err != nil {
+		return err
+	}
+	for _, p := range src.Parts {
+		for _, n := range p.Notes {
+			fmt.Fprintf(os.Stderr, "prezero: part%d: %s\n", p.Number, n)
+		}
+	}
+	if _, err := stream.Copy(ctx, os.Stdout, r); err != nil {
+		return fmt.Errorf("writing %s of %s: %w", what, args[0], err)
+	}
+	return nil
+}

@@ -1,0 +1,165 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"text/tabwriter"
+
+	"github.com/spf13/pflag"
+
+	"github.com/prezero/prezero/internal/source"
+)
+
+type mapOptions struct {
+	json       bool
+	forceDirty bool
+}
+
+func (o *mapOptions) AddFlags(f *pflag.FlagSet) {
+	f.BoolVar(&o.json, "json", false, "print the map as JSON")
+	addSourceFlags(f, &o.forceDirty)
+}
+
+// addSourceFlags adds the options every command that opens a SOURCE shares.
+func addSourceFlags(f *pflag.FlagSet, forceDirty *bool) {
+	f.BoolVar(forceDirty, "force-dirty", false, "zero NTFS volumes marked dirty (unsafe: their bitmap may be stale)")
+}
+
+func init() {
+	var opts mapOptions
+	register(&command{
+		name:  "map",
+		usage: "SOURCE [--json]",
+		short: "show the partitions of SOURCE and what prezero would zero",
+		long: `Print one row per partition: number, start, size, type, filesystem, block
+size, used bytes, zeroable bytes and status ("zeroed", or "pass-through:
+REASON"), then the expected saving. SOURCE is an image file or block device,
+opened read-only.`,
+		flags: opts.AddFlags,
+		run:   func(ctx context.Context, args []string) error { return runMap(ctx, opts, args) },
+	})
+}
+
+// mapJSON is the --json form of map's output.
+type mapJSON struct {
+	Source     string     `json:"source"`
+	Size       int64      `json:"size"`
+	Scheme     string     `json:"scheme"`
+	SectorSize int        `json:"sector_size,omitempty"`
+	Notes      []string   `json:"notes,omitempty"`
+	Partitions []partJSON `json:"partitions"`
+	Used       int64      `json:"used_bytes"`
+	Zeroable   int64      `json:"zeroable_bytes"`
+}
+
+type partJSON struct {
+	Number    int      `json:"number"`
+	Start     int64    `json:"start"`
+	Size      int64    `json:"size"`
+	Type      string   `json:"type"`
+	TypeName  string   `json:"type_name,omitempty"`
+	Name      string   `json:"name,omitempty"`
+	Container bool     `json:"container,omitempty"`
+	FS        string   `json:"filesystem,omitempty"`
+	BlockSize int      `json:"block_size,omitempty"`
+	Used      int64    `json:"used_bytes"`
+	Zeroable  int64    `json:"zeroable_bytes"`
+	Zeroed    bool     `json:"zeroed"`
+	Status    string   `json:"status"`
+	Notes     []string `json:"notes,omitempty"`
+}
+
+func runMap(ctx context.Context, opts mapOptions, args []string) error {
+	if len(args) != 1 {
+		return usagef("expected one SOURCE, got %d arguments", len(args))
+	}
+	src, err := source.Open(args[0], source.Options{ForceDirty: opts.forceDirty})
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	m := buildMapJSON(src)
+	if opts.json {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(m)
+	}
+	printMap(os.Stdout, m)
+	return nil
+}
+
+func buildMapJSON(src *source.Source) mapJSON {
+	m := mapJSON{
+		Source: src.Path, Size: src.Size, Scheme: string(src.Layout.Scheme),
+		SectorSize: src.Layout.SectorSize, Notes: src.Layout.Notes,
+		Partitions: []partJSON{},
+	}
+	for _, p := range src.Parts {
+		free := p.Free.FreeBytes()
+		m.Partitions = append(m.Partitions, partJSON{
+			Number: p.Number, Start: p.Start, Size: p.Size, Type: p.Type, TypeName: p.TypeName,
+			Name: p.Name, Container: p.Container, FS: p.FS, BlockSize: p.BlockSize,
+			Used: p.Used(), Zeroable: free, Zeroed: p.Zeroed, Status: p.Status(), Notes: p.Notes,
+		})
+	}
+	m.Zeroable = src.Disk().Free().FreeBytes()
+	m.Used = src.Size - m.Zeroable
+	return m
+}
+
+func printMap(w io.Writer, m mapJSON) {
+	fmt.Fprintf(w, "%s: %s, partition table: %s", m.Source, human(m.Size), m.Scheme)
+	if m.SectorSize > 0 {
+		fmt.Fprintf(w, " (%d-byte sectors)", m.SectorSize)
+	}
+	fmt.Fprintln(w)
+	for _, n := range m.Notes {
+		fmt.Fprintf(w, "note: %s\n", n)
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "PART\tSTART\tSIZE\tTYPE\tFS\tBLOCK\tUSED\tZEROABLE\tSTATUS")
+	for _, p := range m.Partitions {
+		typ := p.Type
+		if p.TypeName != "" {
+			typ = p.TypeName
+		}
+		fs, bs := p.FS, "-"
+		if fs == "" {
+			fs = "-"
+		}
+		if p.BlockSize > 0 {
+			bs = fmt.Sprint(p.BlockSize)
+		}
+		fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Number, p.Start, human(p.Size), typ, fs, bs,
+			human(p.Used), human(p.Zeroable), p.Status)
+	}
+	tw.Flush()
+	for _, p := range m.Partitions {
+		for _, n := range p.Notes {
+			fmt.Fprintf(w, "part%d: %s\n", p.Number, n)
+		}
+	}
+	pct := 0.0
+	if m.Size > 0 {
+		pct = 100 * float64(m.Zeroable) / float64(m.Size)
+	}
+	fmt.Fprintf(w, "total: %s, served from source %s, zeroed %s (%.1f%% saving before compression)\n",
+		human(m.Size), human(m.Used), human(m.Zeroable), pct)
+}
+
+// human formats a byte count with binary units.
+func human(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%dB", n)
+	}
+	div, exp := int64(unit), 0
+	for v := n / unit; v >= unit; v /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f%ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

@@ -1,0 +1,61 @@
+package source
+
+import (
+	"fmt"
+	"io"
+
+	"github.com/prezero/prezero/internal/extfsmap"
+	"github.com/prezero/prezero/internal/freemap"
+	"github.com/prezero/prezero/internal/ntfsmap"
+)
+
+// result is what any filesystem parser reports, in the form source needs.
+type result struct {
+	fs        string
+	blockSize int
+	free      *freemap.Map
+	notes     []string
+}
+
+// filesystem is one parser prezero knows.
+type filesystem struct {
+	name  string
+	probe func(r io.ReaderAt, size int64) bool
+	read  func(r io.ReaderAt, size int64, opt Options) (*result, error)
+}
+
+// filesystems lists the parsers, tried in order. A probe only looks at
+// magic numbers; read does the validation and may refuse.
+var filesystems = []filesystem{
+	{name: "ext", probe: extfsmap.Probe, read: readExt},
+	{name: "ntfs", probe: ntfsmap.Probe, read: readNTFS},
+}
+
+func detect(r io.ReaderAt, size int64) *filesystem {
+	for i := range filesystems {
+		if filesystems[i].probe(r, size) {
+			return &filesystems[i]
+		}
+	}
+	return nil
+}
+
+func readExt(r io.ReaderAt, size int64, _ Options) (*result, error) {
+	v, err := extfsmap.Read(r, size)
+	if err != nil {
+		return nil, err
+	}
+	notes := v.Notes
+	if v.Fallbacks > 0 {
+		notes = append([]string{fmt.Sprintf("%d block groups kept whole (could not be verified)", v.Fallbacks)}, notes...)
+	}
+	return &result{fs: v.Kind, blockSize: v.ClusterSize, free: v.Free, notes: notes}, nil
+}
+
+func readNTFS(r io.ReaderAt, size int64, opt Options) (*result, error) {
+	v, err := ntfsmap.Read(r, size, ntfsmap.Options{ForceDirty: opt.ForceDirty})
+	if err != nil {
+		return nil, err
+	}
+	return &result{fs: "ntfs", blockSize: v.ClusterSize, free: v.Free, notes: v.Warnings}, nil
+}

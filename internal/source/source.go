@@ -1,0 +1,233 @@
+// Package source opens what the user wants backed up (an image file or a
+// block device, always O_RDONLY), finds its partitions with layout, maps each
+// one with the filesystem parser that recognises it (extfsmap, ntfsmap), and
+// assembles the streams every consumer reads: the whole disk, the header
+// before the first partition, and each partition, all through stream.Reader.
+//
+// Rules: a partition that no parser claims, that a parser refuses, or that
+// overlaps another passes through whole; bytes outside every partition (boot
+// code, gaps, the backup GPT) pass through; only proven-free ranges are zero.
+package source
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/prezero/prezero/internal/freemap"
+	"github.com/prezero/prezero/internal/layout"
+	"github.com/prezero/prezero/internal/stream"
+)
+
+// Options change how partitions are mapped.
+type Options struct {
+	ForceDirty bool // zero dirty NTFS volumes too (never hibernated ones)
+}
+
+// Source is an opened, mapped source.
+type Source struct {
+	Path   string
+	Size   int64
+	Layout *layout.Layout
+	Parts  []*Part // in table order; containers included, see Part.Container
+
+	f      *os.File
+	disk   *stream.Reader
+	header *stream.Reader
+}
+
+// Part is one partition (or the bare filesystem) with its map.
+type Part struct {
+	layout.Partition
+	FS        string   // "ext4", "ntfs", ... or "" if not recognised
+	BlockSize int      // allocation unit of FS, bytes
+	Zeroed    bool     // false: the partition passes through unchanged
+	Reason    string   // why it passes through, if it does
+	Notes     []string // fallbacks and warnings from the parser
+	Free      *freemap.Map
+	Stream    *stream.Reader
+}
+
+// Status is "zeroed" or "pass-through: REASON".
+func (p *Part) Status() string {
+	if p.Zeroed {
+		return "zeroed"
+	}
+	return "pass-through: " + p.Reason
+}
+
+// Used returns the bytes of the partition that are served from the source.
+func (p *Part) Used() int64 { return p.Stream.Size() - p.Free.FreeBytes() }
+
+// Open opens path read-only and maps it.
+func Open(path string, opt Options) (*Source, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	s, err := New(f, path, opt)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	s.f = f
+	return s, nil
+}
+
+// New maps an already opened source.
+func New(f *os.File, path string, opt Options) (*Source, error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if fi.IsDir() {
+		return nil, fmt.Errorf("%s is a directory; give an image file or a block device", path)
+	}
+	size, err := f.Seek(0, io.SeekEnd) // works for block devices too
+	if err != nil {
+		return nil, fmt.Errorf("%s: finding its size: %w", path, err)
+	}
+	if size == 0 {
+		return nil, fmt.Errorf("%s is empty", path)
+	}
+	return build(f, path, size, opt)
+}
+
+// build is New over any io.ReaderAt.
+func build(r io.ReaderAt, path string, size int64, opt Options) (*Source, error) {
+	l, err := layout.Read(r, size)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	s := &Source{Path: path, Size: size, Layout: l}
+	markOverlaps(l.Partitions)
+	for _, lp := range l.Partitions {
+		s.Parts = append(s.Parts, mapPart(r, size, lp, opt))
+	}
+
+	disk := freemap.NewBuilder(size)
+	first := size
+	for _, p := range s.Parts {
+		if p.Zeroed {
+			disk.AddMap(p.Free, p.Start)
+		}
+		if !p.Container && p.Problem == "" {
+			first = min(first, p.Start)
+		}
+	}
+	if l.Scheme == layout.Bare {
+		first = 0
+	}
+	s.disk = stream.New(r, size, disk.Map())
+	s.header = stream.New(r, first, freemap.NewBuilder(first).Map())
+	return s, nil
+}
+
+// mapPart detects and maps one partition.
+func mapPart(r io.ReaderAt, size int64, lp layout.Partition, opt Options) *Part {
+	start, n := lp.Clip(size)
+	sec := io.NewSectionReader(r, start, n)
+	p := &Part{Partition: lp}
+	passThrough := func(reason string) *Part {
+		p.Zeroed, p.Reason = false, reason
+		p.Free = freemap.NewBuilder(n).Map()
+		p.Stream = stream.New(sec, n, p.Free)
+		return p
+	}
+	switch {
+	case lp.Container:
+		return passThrough("extended partition (holds the logical partitions' boot records)")
+	case lp.Problem != "":
+		return passThrough(lp.Problem)
+	}
+	d := detect(sec, n)
+	if d == nil {
+		return passThrough("no supported filesystem")
+	}
+	p.FS = d.name
+	res, err := d.read(sec, n, opt)
+	if err != nil {
+		return passThrough(err.Error())
+	}
+	if res.free.Size() != n {
+		return passThrough(fmt.Sprintf("internal error: %s map covers %d bytes, partition has %d", d.name, res.free.Size(), n))
+	}
+	p.FS, p.BlockSize, p.Notes = res.fs, res.blockSize, res.notes
+	p.Zeroed, p.Free = true, res.free
+	p.Stream = stream.New(sec, n, p.Free)
+	return p
+}
+
+// markOverlaps marks every partition that shares bytes with another: one
+// table entry's free space may be another's data, so both pass through.
+// Extended containers are meant to hold their logicals and are skipped.
+func markOverlaps(ps []layout.Partition) {
+	for i := range ps {
+		for j := range ps {
+			a, b := &ps[i], &ps[j]
+			if i == j || a.Container || b.Container || a.Size <= 0 || b.Size <= 0 {
+				continue
+			}
+			if a.Start < b.End() && b.Start < a.End() && a.Problem == "" {
+				a.Problem = fmt.Sprintf("overlaps partition %d", b.Number)
+			}
+		}
+	}
+}
+
+// Close closes the source file, if Open opened it.
+func (s *Source) Close() error {
+	if s.f == nil {
+		return nil
+	}
+	return s.f.Close()
+}
+
+// File returns the opened source file, or nil.
+func (s *Source) File() *os.File { return s.f }
+
+// Disk returns the whole source with every zeroed partition's free space zero.
+func (s *Source) Disk() *stream.Reader { return s.disk }
+
+// Header returns the bytes before the first partition, unchanged.
+func (s *Source) Header() *stream.Reader { return s.header }
+
+// Files returns the partitions served as files (partN): not containers.
+func (s *Source) Files() []*Part {
+	var out []*Part
+	for _, p := range s.Parts {
+		if !p.Container {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// ErrNoSuchPart is returned by Lookup for an unknown name.
+var ErrNoSuchPart = errors.New("no such stream")
+
+// Lookup returns the stream WHAT names: "disk", "header", "N" or "partN".
+func (s *Source) Lookup(what string) (*stream.Reader, error) {
+	switch what {
+	case "", "disk":
+		return s.disk, nil
+	case "header":
+		return s.header, nil
+	}
+	n, err := strconv.Atoi(strings.TrimPrefix(what, "part"))
+	if err == nil {
+		for _, p := range s.Files() {
+			if p.Number == n {
+				return p.Stream, nil
+			}
+		}
+	}
+	var names []string
+	for _, p := range s.Files() {
+		names = append(names, "part"+strconv.Itoa(p.Number))
+	}
+	return nil, fmt.Errorf("%w %q in %s: choose disk, header or one of %s", ErrNoSuchPart, what, s.Path, strings.Join(names, ", "))
+}
