@@ -88,10 +88,9 @@ func Read(r io.ReaderAt, size int64) (*Layout, error) {
 
 // bare is the layout of a source with no partition table.
 func bare(size int64) *Layout {
-	return &Layout{
-		Scheme:     Bare,
-		Partitions: []Partition{{Number: 1, Start: 0, Size: size, Type: "none", TypeName: "whole source"}},
-	}
+	p := Partition{Number: 1, Start: 0, Size: size, Type: "none", TypeName: "whole source"}
+	check(&p, size)
+	return &Layout{Scheme: Bare, Partitions: []Partition{p}}
 }
 
 // check marks a partition whose bytes lie outside the source.

@@ -1,0 +1,235 @@
+package layout
+
+import (
+	"bytes"
+	"encoding/binary"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/prezero/prezero/internal/imgtest"
+)
+
+// sfdiskImage makes a size-byte zero image and partitions it with script.
+// With sector 4096 it goes through a loop device of that logical sector size.
+func sfdiskImage(t *testing.T, size int64, sector int, script string) string {
+	t.Helper()
+	img := filepath.Join(t.TempDir(), "disk.img")
+	if err := os.Truncate(img, 0); err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	f, err := os.Create(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(size); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	dev := img
+	if sector != 512 {
+		imgtest.NeedRoot(t)
+		imgtest.Need(t, "losetup")
+		dev = strings.TrimSpace(imgtest.Run(t, "losetup", "-f", "--show", "--sector-size", "4096", img))
+		defer imgtest.Run(t, "losetup", "-d", dev)
+	}
+	cmd := "printf '" + script + "' | sfdisk -q " + dev + " 2>&1 | grep -v 'Re-reading' ; true"
+	imgtest.Run(t, "sh", "-c", cmd)
+	return img
+}
+
+func readLayout(t *testing.T, img string) *Layout {
+	t.Helper()
+	f, err := os.Open(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	fi, _ := f.Stat()
+	l, err := Read(f, fi.Size())
+	if err != nil {
+		t.Fatalf("Read(%s): %v", img, err)
+	}
+	return l
+}
+
+type want struct {
+	num         int
+	start, size int64
+	container   bool
+	problem     bool
+}
+
+func TestRealTables(t *testing.T) {
+	imgtest.Need(t, "sfdisk")
+	const M = 1 << 20
+	tests := []struct {
+		name   string
+		sector int
+		script string
+		scheme Scheme
+		want   []want
+	}{
+		{"mbr-logical", 512,
+			`label: dos\nstart=2048, size=20480, type=83\nstart=22528, type=5\nstart=24576, size=10240, type=83\nstart=36864, size=10240, type=7\n`,
+			MBR, []want{{1, M, 10 * M, false, false}, {2, 22528 * 512, 108544 * 512, true, false},
+				{5, 24576 * 512, 5 * M, false, false}, {6, 36864 * 512, 5 * M, false, false}}},
+		{"mbr-primary", 512, `label: dos\nsize=10M, type=83\nsize=10M, type=7\nsize=10M, type=83\n`,
+			MBR, []want{{1, M, 10 * M, false, false}, {2, 11 * M, 10 * M, false, false}, {3, 21 * M, 10 * M, false, false}}},
+		{"gpt-512", 512, `label: gpt\nsize=10M, type=L\nsize=10M, type=EBD0A0A2-B9E5-4433-87C0-68B6B72699C7\n`,
+			GPT, []want{{1, M, 10 * M, false, false}, {2, 11 * M, 10 * M, false, false}}},
+		{"gpt-4096", 4096, `label: gpt\nsize=10M, type=L\nsize=10M, type=L\n`,
+			GPT, []want{{1, M, 10 * M, false, false}, {2, 11 * M, 10 * M, false, false}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			img := sfdiskImage(t, 64*M, tc.sector, tc.script)
+			l := readLayout(t, img)
+			if l.Scheme != tc.scheme || l.SectorSize != tc.sector {
+				t.Fatalf("scheme %s/%d, want %s/%d", l.Scheme, l.SectorSize, tc.scheme, tc.sector)
+			}
+			if len(l.Partitions) != len(tc.want) {
+				t.Fatalf("got %d partitions %+v, want %d", len(l.Partitions), l.Partitions, len(tc.want))
+			}
+			for i, w := range tc.want {
+				p := l.Partitions[i]
+				if p.Number != w.num || p.Start != w.start || p.Size != w.size || p.Container != w.container || (p.Problem != "") != w.problem {
+					t.Errorf("partition %d = %+v, want %+v", i, p, w)
+				}
+			}
+		})
+	}
+}
+
+func TestBare(t *testing.T) {
+	// A bare NTFS boot sector carries 0x55AA and boot code where MBR entries
+	// would be: it must not be read as an MBR.
+	sec := make([]byte, 4096)
+	copy(sec[3:], "NTFS    ")
+	for i := 446; i < 510; i++ {
+		sec[i] = byte(i)
+	}
+	sec[510], sec[511] = 0x55, 0xAA
+	l, err := Read(bytes.NewReader(sec), int64(len(sec)))
+	if err != nil || l.Scheme != Bare || len(l.Partitions) != 1 || l.Partitions[0].Size != 4096 {
+		t.Fatalf("got %+v, %v; want one bare partition", l, err)
+	}
+	// Zeros (an ext filesystem's boot block) are bare too.
+	l, err = Read(bytes.NewReader(make([]byte, 8192)), 8192)
+	if err != nil || l.Scheme != Bare {
+		t.Fatalf("zeros: got %+v, %v", l, err)
+	}
+	// Shorter than a sector.
+	l, err = Read(bytes.NewReader(make([]byte, 100)), 100)
+	if err != nil || l.Scheme != Bare || l.Partitions[0].Size != 100 {
+		t.Fatalf("tiny: got %+v, %v", l, err)
+	}
+}
+
+// mbrSectorBytes builds an MBR or EBR sector from entries.
+func mbrSectorBytes(entries ...mbrEntry) []byte {
+	sec := make([]byte, 512)
+	for i, e := range entries {
+		b := sec[mbrEntries+i*mbrEntrySize:]
+		b[0], b[4] = e.status, e.typ
+		binary.LittleEndian.PutUint32(b[8:], e.start)
+		binary.LittleEndian.PutUint32(b[12:], e.count)
+	}
+	sec[510], sec[511] = 0x55, 0xAA
+	return sec
+}
+
+func TestHostileMBR(t *testing.T) {
+	const size = 1 << 20
+	t.Run("past-end", func(t *testing.T) {
+		img := make([]byte, size)
+		copy(img, mbrSectorBytes(mbrEntry{0, 0x83, 2048, 4096}))
+		l, err := Read(bytes.NewReader(img), size)
+		if err != nil || len(l.Partitions) != 1 || !strings.Contains(l.Partitions[0].Problem, "past the end") {
+			t.Fatalf("got %+v, %v", l, err)
+		}
+		s, n := l.Partitions[0].Clip(size)
+		if s != 2048*512 || n != size-2048*512 {
+			t.Fatalf("clip = %d,%d", s, n)
+		}
+	})
+	t.Run("ebr-loop", func(t *testing.T) {
+		img := make([]byte, size)
+		copy(img, mbrSectorBytes(mbrEntry{0, 0x05, 100, 1000}))
+		// EBR at sector 100 points at itself as the next EBR.
+		copy(img[100*512:], mbrSectorBytes(mbrEntry{0, 0x83, 10, 20}, mbrEntry{0, 0x05, 50, 50}))
+		copy(img[150*512:], mbrSectorBytes(mbrEntry{0, 0x83, 10, 20}, mbrEntry{0, 0x05, 50, 50}))
+		l, err := Read(bytes.NewReader(img), size)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(l.Partitions) != 3 || !strings.Contains(l.Partitions[0].Problem, "loops") {
+			t.Fatalf("got %+v", l.Partitions)
+		}
+	})
+	t.Run("ebr-outside", func(t *testing.T) {
+		img := make([]byte, size)
+		copy(img, mbrSectorBytes(mbrEntry{0, 0x05, 100, 100}))
+		copy(img[100*512:], mbrSectorBytes(mbrEntry{0, 0x83, 10, 20}, mbrEntry{0, 0x05, 5000, 50}))
+		l, err := Read(bytes.NewReader(img), size)
+		if err != nil || len(l.Partitions) != 2 || !strings.Contains(l.Partitions[0].Problem, "outside") {
+			t.Fatalf("got %+v, %v", l, err)
+		}
+	})
+	t.Run("logical-outside-container", func(t *testing.T) {
+		img := make([]byte, size)
+		copy(img, mbrSectorBytes(mbrEntry{0, 0x05, 100, 100}))
+		copy(img[100*512:], mbrSectorBytes(mbrEntry{0, 0x83, 10, 500}))
+		l, err := Read(bytes.NewReader(img), size)
+		if err != nil || len(l.Partitions) != 2 || l.Partitions[1].Problem == "" {
+			t.Fatalf("got %+v, %v", l, err)
+		}
+	})
+}
+
+func TestHostileGPT(t *testing.T) {
+	imgtest.Need(t, "sfdisk")
+	img := sfdiskImage(t, 8<<20, 512, `label: gpt\nsize=1M, type=L\n`)
+	orig, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A huge entry count in both headers must not allocate or panic.
+	b := append([]byte(nil), orig...)
+	binary.LittleEndian.PutUint32(b[512+gptEntryNumOff:], 1<<30)
+	last := len(b) - 512
+	binary.LittleEndian.PutUint32(b[last+gptEntryNumOff:], 1<<30)
+	if _, err := Read(bytes.NewReader(b), int64(len(b))); err == nil {
+		t.Fatal("huge entry count accepted")
+	}
+	// A corrupt primary falls back to the backup GPT, and says so.
+	b = append([]byte(nil), orig...)
+	b[512+40] ^= 0xFF
+	l, err := Read(bytes.NewReader(b), int64(len(b)))
+	if err != nil || len(l.Partitions) != 1 || len(l.Notes) == 0 {
+		t.Fatalf("backup GPT: %+v, %v", l, err)
+	}
+}
+
+// FuzzRead checks that no table panics Read and that partitions it returns
+// without a Problem lie inside the source.
+func FuzzRead(f *testing.F) {
+	f.Add(mbrSectorBytes(mbrEntry{0, 0x83, 1, 10}, mbrEntry{0, 0x05, 20, 100}))
+	for _, name := range []string{"testdata/mbr-logical.bin", "testdata/gpt.bin"} {
+		if b, err := os.ReadFile(name); err == nil {
+			f.Add(b)
+		}
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		l, err := Read(bytes.NewReader(b), int64(len(b)))
+		if err != nil {
+			return
+		}
+		for _, p := range l.Partitions {
+			if p.Problem == "" && (p.Start < 0 || p.Size <= 0 || p.End() > int64(len(b))) {
+				t.Fatalf("partition %+v outside a %d-byte source", p, len(b))
+			}
+		}
+	})
+}
