@@ -13,6 +13,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"strings"
 	"testing"
 )
 
@@ -113,4 +114,18 @@ func CopyFile(t testing.TB, dst, src string) {
 	if err := out.Close(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// OutputStdin runs a command with stdin as its input and returns its stdout,
+// or stdout and stderr on error.
+func OutputStdin(stdin, name string, args ...string) (string, error) {
+	cmd := exec.Command(name, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdin = strings.NewReader(stdin)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.Env = append(os.Environ(), "LC_ALL=C")
+	if err := cmd.Run(); err != nil {
+		return stdout.String() + stderr.String(), err
+	}
+	return stdout.String(), nil
 }

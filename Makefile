@@ -1,0 +1,26 @@
+# prezero: make build | make test | make demo | make bench | make fuzz
+GO ?= go
+
+.PHONY: build test demo bench fuzz vet
+
+build:
+	$(GO) build -o prezero ./cmd/prezero
+
+# The whole test suite: unit tests, fuzz seed corpora, and the integration
+# tests that run the real mkfs.ext4, mkntfs, sfdisk, zerofree, ntfsclone,
+# FUSE and borg. Needs root for loop devices and ntfs-3g mounts.
+test:
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 30m ./...
+
+demo: build
+	./scripts/demo.sh
+
+bench: build
+	./bench/core.sh
+
+# Short fuzzing runs of every on-disk parser.
+fuzz:
+	$(GO) test -run='^$$' -fuzz=FuzzRead -fuzztime=60s ./internal/layout
+	$(GO) test -run='^$$' -fuzz=FuzzRead -fuzztime=60s ./internal/extfsmap
+	$(GO) test -run='^$$' -fuzz=FuzzRead -fuzztime=60s ./internal/ntfsmap
