@@ -1,0 +1,423 @@
+// Package extfsmap reads the block allocation bitmaps of an ext2, ext3 or
+// ext4 filesystem and returns the byte ranges they prove free.
+//
+// In prezero's pipeline it sits between layout (which finds the partition
+// and hands it over as an io.ReaderAt of known size) and stream (which reads
+// the partition back with every free range as zeros). It only reads; it
+// never writes the source.
+//
+// The rule above all: unknown means allocated. A range goes into the
+// freemap only when a bitmap that can be trusted says so:
+//
+//   - Anything the bitmaps do not cover passes through: the 1 KiB boot block
+//     of 1 KiB-block filesystems, the padding bits of the last group, and the
+//     part of the volume after the filesystem's last block.
+//   - A group whose descriptor checksum or block bitmap checksum fails, or
+//     whose bitmap lies somewhere impossible, is treated as fully used; it is
+//     counted in Volume.Fallbacks and explained in Volume.Notes.
+//   - A BLOCK_UNINIT group (honoured only when descriptors carry checksums
+//     and that descriptor's verifies) is computed as libext2fs computes it:
+//     free except for its superblock copy, descriptor and reserved GDT
+//     blocks, and any group's bitmaps and inode table placed in it.
+//   - Every group's bitmaps and inode table, superblock copy and descriptor
+//     blocks are kept used even where a bitmap claims them free.
+//   - Whatever makes the bitmaps' meaning uncertain fails the whole volume:
+//     an unknown INCOMPAT or RO_COMPAT feature, a journal needing recovery,
+//     an unclean or MMP-busy filesystem, a filesystem larger than its
+//     volume, a corrupt superblock. The caller then passes the whole volume
+//     through.
+//
+// The result matches zerofree(8): the zeroed stream equals a zerofree'd copy
+// byte for byte on consistent filesystems. Memory grows with the number of
+// free extents and block groups, not with the volume size: bitmaps and
+// descriptors are read a block or a batch at a time.
+package extfsmap
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"math/bits"
+	"slices"
+
+	"github.com/prezero/prezero/internal/freemap"
+)
+
+// ErrFormat is matched (errors.Is) by every *FormatError: a structure that
+// is corrupt or not ext2/3/4 at all.
+var ErrFormat = errors.New("ext: not a valid ext2/ext3/ext4 filesystem")
+
+// ErrUnsupported is matched by every *UnsupportedError: a filesystem that is
+// valid but cannot be mapped safely (unknown features, journal to replay).
+var ErrUnsupported = errors.New("ext: filesystem cannot be mapped safely")
+
+// FormatError reports a corrupt on-disk structure at byte Off of the volume.
+type FormatError struct {
+	Off int64  // byte offset of the offending field
+	Msg string // what is wrong, starting with the filesystem kind
+}
+
+func (e *FormatError) Error() string { return fmt.Sprintf("%s (at byte %d)", e.Msg, e.Off) }
+
+// Is makes errors.Is(err, ErrFormat) true.
+func (e *FormatError) Is(target error) bool { return target == ErrFormat }
+
+// UnsupportedError reports why a valid filesystem must be passed through.
+type UnsupportedError struct {
+	Msg string
+}
+
+func (e *UnsupportedError) Error() string { return e.Msg }
+
+// Is makes errors.Is(err, ErrUnsupported) true.
+func (e *UnsupportedError) Is(target error) bool { return target == ErrUnsupported }
+
+// maxNotes caps Volume.Notes.
+const maxNotes = 20
+
+// Probe reports whether r looks like ext2/3/4: the superblock magic 0xEF53
+// at byte 1024+0x38. It does no validation.
+func Probe(r io.ReaderAt, size int64) bool {
+	if size < sbOffset+sbSize {
+		return false
+	}
+	var b [2]byte
+	if _, err := r.ReadAt(b[:], sbOffset+sbMagicOff); err != nil {
+		return false
+	}
+	return binary.LittleEndian.Uint16(b[:]) == sbMagic
+}
+
+// Volume is what Read learned.
+type Volume struct {
+	Kind        string       // "ext2", "ext3" or "ext4", as blkid names them
+	BlockSize   int          // bytes
+	ClusterSize int          // bytes (== BlockSize unless bigalloc)
+	Blocks      int64        // s_blocks_count
+	FreeBlocks  int64        // s_free_blocks_count from the superblock (for reporting)
+	Free        *freemap.Map // proven-free byte ranges relative to the volume start; Free.Size() == size
+	Fallbacks   int          // groups treated as fully used because something could not be trusted
+	Notes       []string     // reasons for the fallbacks and other remarks, capped
+}
+
+// Read maps the filesystem in r, a volume of size bytes. An error means the
+// whole volume must be passed through; its message says why.
+func Read(r io.ReaderAt, size int64) (*Volume, error) {
+	if size < sbOffset+sbSize {
+		return nil, &FormatError{Off: 0, Msg: fmt.Sprintf("ext: volume of %d bytes is too small to hold a superblock", size)}
+	}
+	b := make([]byte, sbSize)
+	if _, err := r.ReadAt(b, sbOffset); err != nil {
+		return nil, fmt.Errorf("ext: reading superblock: %w", err)
+	}
+	s, err := parseSuperblock(b, size)
+	if err != nil {
+		return nil, err
+	}
+	m := &mapper{r: r, s: s, out: freemap.NewBuilder(size)}
+	if s.state&stateErrors != 0 {
+		m.note("the filesystem has errors recorded (s_state %#x); mapped from its bitmaps anyway, as zerofree does; consider e2fsck", s.state)
+	}
+	if x := s.compat &^ knownCompat; x != 0 {
+		m.note("unknown COMPAT features %#x ignored (compatible by definition)", x)
+	}
+	if err := m.checkMMP(); err != nil {
+		return nil, err
+	}
+	meta, err := m.metadata()
+	if err != nil {
+		return nil, err
+	}
+	if err := m.mapGroups(meta); err != nil {
+		return nil, err
+	}
+	if m.dropped > 0 {
+		m.notes = append(m.notes, fmt.Sprintf("... and %d more", m.dropped))
+	}
+	return &Volume{
+		Kind:        s.kind,
+		BlockSize:   int(s.blockSize),
+		ClusterSize: int(s.clusterSize),
+		Blocks:      int64(s.blocksCount),
+		FreeBlocks:  int64(min(s.freeBlocks, math.MaxInt64)),
+		Free:        m.out.Map(),
+		Fallbacks:   m.fallbacks,
+		Notes:       m.notes,
+	}, nil
+}
+
+// knownCompat lists the COMPAT features of e2fsprogs 1.47 (for notes only).
+const knownCompat = 0x1FFF
+
+// mapper holds the state of one Read.
+type mapper struct {
+	r         io.ReaderAt
+	s         *superblock
+	out       *freemap.Builder
+	fallbacks int
+	notes     []string
+	dropped   int
+}
+
+func (m *mapper) note(format string, args ...any) {
+	if len(m.notes) >= maxNotes {
+		m.dropped++
+		return
+	}
+	m.notes = append(m.notes, fmt.Sprintf(format, args...))
+}
+
+// fallback records that group g is passed through whole.
+func (m *mapper) fallback(g uint64, format string, args ...any) {
+	m.fallbacks++
+	m.note("group %d treated as used: %s", g, fmt.Sprintf(format, args...))
+}
+
+// MMP (multiple mount protection) block fields.
+const (
+	mmpMagic    = 0x004D4D50
+	mmpSeqClean = 0xFF4D4D50
+	mmpSeqFsck  = 0xE24D4D50
+)
+
+// checkMMP refuses a filesystem whose MMP block says a node is using it.
+func (m *mapper) checkMMP() error {
+	s := m.s
+	if s.incompat&incompatMMP == 0 {
+		return nil
+	}
+	var b [8]byte
+	off := int64(s.mmpBlock) * s.blockSize
+	if _, err := m.r.ReadAt(b[:], off); err != nil {
+		return fmt.Errorf("%s: reading MMP block: %w", s.kind, err)
+	}
+	if magic := binary.LittleEndian.Uint32(b[0:]); magic != mmpMagic {
+		return s.errorf(off, "MMP block has bad magic %#x", magic)
+	}
+	switch seq := binary.LittleEndian.Uint32(b[4:]); seq {
+	case mmpSeqClean:
+		return nil
+	case mmpSeqFsck:
+		return s.unsupported("MMP block says e2fsck is running on it")
+	default:
+		return s.unsupported("MMP block says it is in use (sequence %#x): it may be mounted on another node", seq)
+	}
+}
+
+// metadata returns every group's block bitmap, inode bitmap and inode table
+// as one sorted extent set (in bytes). Locations outside the filesystem are
+// dropped; they protect nothing.
+func (m *mapper) metadata() (*freemap.Map, error) {
+	s := m.s
+	fsb := s.fsBytes()
+	// One builder per kind: each sequence is ascending in every normal
+	// layout (with or without flex_bg), so adjacent entries merge as they
+	// are added and memory stays small.
+	var kinds [3]*freemap.Builder
+	for i := range kinds {
+		kinds[i] = freemap.NewBuilder(fsb)
+	}
+	add := func(b *freemap.Builder, blk, n uint64) {
+		if blk == 0 || blk >= s.blocksCount {
+			return
+		}
+		n = min(n, s.blocksCount-blk)
+		b.Add(int64(blk)*s.blockSize, int64(n)*s.blockSize)
+	}
+	d := newDescReader(m.r, s)
+	for g := range s.groups {
+		gd, err := d.desc(g)
+		if err != nil {
+			return nil, err
+		}
+		add(kinds[0], gd.blockBitmap, 1)
+		add(kinds[1], gd.inodeBitmap, 1)
+		add(kinds[2], gd.inodeTable, s.itableBlocks)
+	}
+	all := freemap.NewBuilder(fsb)
+	for _, k := range kinds {
+		all.AddMap(k.Map(), 0)
+	}
+	return all.Map(), nil
+}
+
+// byteRange is a half-open byte range [start, end).
+type byteRange struct{ start, end int64 }
+
+// mapGroups walks the groups in order and adds their free ranges to m.out.
+func (m *mapper) mapGroups(meta *freemap.Map) error {
+	s := m.s
+	fsb := s.fsBytes()
+	cs := s.clusterSize
+	firstCluster := s.firstDataBlock >> s.clusterBits
+	bitmap := make([]byte, s.blockSize)
+	var used []byteRange
+	var sbRanges []blockRange
+	d := newDescReader(m.r, s)
+	for g := range s.groups {
+		gd, err := d.desc(g)
+		if err != nil {
+			return err
+		}
+		start := int64(firstCluster+g*s.clustersPerGroup) * cs
+		end := min(start+int64(s.clustersPerGroup)*cs, fsb)
+		if !gd.csumOK {
+			m.fallback(g, "descriptor checksum mismatch (descriptor at byte %d)", s.descOffset(g))
+			continue
+		}
+		sbRanges = s.superAndBGD(g, sbRanges)
+		used = m.groupUsed(start, end, sbRanges, meta, used)
+		k := 0
+		if s.gdtCsum && gd.flags&bgBlockUninit != 0 {
+			// Never initialised: free but for its metadata. Its bitmap
+			// block holds garbage and is not read.
+			m.emit(start, end, used, &k)
+			continue
+		}
+		if reason := s.checkBitmapLoc(g, gd.blockBitmap); reason != "" {
+			m.fallback(g, "%s", reason)
+			continue
+		}
+		off := int64(gd.blockBitmap) * s.blockSize
+		if _, err := m.r.ReadAt(bitmap, off); err != nil {
+			return fmt.Errorf("%s: reading block bitmap of group %d at byte %d: %w", s.kind, g, off, err)
+		}
+		if s.metadataCsum && !s.bitmapChecksumOK(gd.raw, bitmap) {
+			m.fallback(g, "block bitmap checksum mismatch (bitmap at byte %d)", off)
+			continue
+		}
+		nbits := uint64((end - start + cs - 1) / cs) // padding bits past the end are ignored
+		// Without checksums a misplaced bitmap pointer would go unnoticed;
+		// the descriptor's free count is a second witness. A bitmap showing
+		// more free clusters than the descriptor counts is not trusted.
+		if free, want := countZeros(bitmap, nbits), gd.freeClusters; free > want {
+			m.fallback(g, "block bitmap at byte %d shows %d free clusters but the descriptor counts %d", off, free, want)
+			continue
+		}
+		for i := nextBit(bitmap, 0, nbits, false); i < nbits; {
+			j := nextBit(bitmap, i, nbits, true)
+			m.emit(start+int64(i)*cs, min(start+int64(j)*cs, end), used, &k)
+			i = nextBit(bitmap, j, nbits, false)
+		}
+	}
+	return nil
+}
+
+// groupUsed returns the sorted, merged byte ranges inside [start, end) that
+// stay used whatever the bitmap says: the group's superblock copy and
+// descriptor blocks, the metadata of any group placed here, and the primary
+// superblock's first 2 KiB. Ranges are widened to whole clusters, as marking
+// one block of a cluster marks the cluster.
+func (m *mapper) groupUsed(start, end int64, sbr []blockRange, meta *freemap.Map, out []byteRange) []byteRange {
+	s := m.s
+	out = out[:0]
+	add := func(a, b int64) {
+		a = a / s.clusterSize * s.clusterSize
+		b = (b + s.clusterSize - 1) / s.clusterSize * s.clusterSize
+		a, b = max(a, start), min(b, end)
+		if a < b {
+			out = append(out, byteRange{a, b})
+		}
+	}
+	if start < sbOffset+sbSize {
+		add(0, sbOffset+sbSize)
+	}
+	for _, r := range sbr {
+		add(int64(r.start)*s.blockSize, int64(r.end)*s.blockSize)
+	}
+	for e, ok := meta.Next(start); ok && e.Off < end; e, ok = meta.Next(e.End()) {
+		add(e.Off, e.End())
+	}
+	slices.SortFunc(out, func(x, y byteRange) int {
+		switch {
+		case x.start < y.start:
+			return -1
+		case x.start > y.start:
+			return 1
+		}
+		return 0
+	})
+	merged := out[:0]
+	for _, r := range out {
+		if n := len(merged); n > 0 && r.start <= merged[n-1].end {
+			merged[n-1].end = max(merged[n-1].end, r.end)
+			continue
+		}
+		merged = append(merged, r)
+	}
+	return merged
+}
+
+// emit adds [a, b) minus the used ranges to the map. Calls for one group
+// come in ascending order; *k is the cursor into used.
+func (m *mapper) emit(a, b int64, used []byteRange, k *int) {
+	for a < b {
+		for *k < len(used) && used[*k].end <= a {
+			*k++
+		}
+		if *k == len(used) || used[*k].start >= b {
+			m.out.Add(a, b-a)
+			return
+		}
+		if u := used[*k]; u.start > a {
+			m.out.Add(a, u.start-a)
+		}
+		a = used[*k].end
+	}
+}
+
+// checkBitmapLoc returns why block bitmap location blk of group g cannot be
+// right, or "" (the checks of ext2fs_check_desc).
+func (s *superblock) checkBitmapLoc(g, blk uint64) string {
+	if blk < s.firstDataBlock || blk == 0 || blk >= s.blocksCount {
+		return fmt.Sprintf("block bitmap location %d outside the filesystem", blk)
+	}
+	host := (blk - s.firstDataBlock) / s.blocksPerGroup
+	if s.incompat&incompatFlexBG == 0 && host != g {
+		return fmt.Sprintf("block bitmap location %d outside its group without flex_bg", blk)
+	}
+	for _, r := range s.superAndBGD(host, nil) {
+		if blk >= r.start && blk < r.end {
+			return fmt.Sprintf("block bitmap location %d overlaps superblock or group descriptors", blk)
+		}
+	}
+	return ""
+}
+
+// nextBit returns the index of the first bit >= i and < n of bitmap bm that
+// equals set, or n. Bits are little-endian within bytes, as in ext2.
+func nextBit(bm []byte, i, n uint64, set bool) uint64 {
+	for i < n {
+		if i%64 == 0 && i+64 <= n {
+			w := binary.LittleEndian.Uint64(bm[i/8:])
+			if !set {
+				w = ^w
+			}
+			if w == 0 {
+				i += 64
+				continue
+			}
+			return i + uint64(bits.TrailingZeros64(w))
+		}
+		if (bm[i/8]>>(i%8)&1 == 1) == set {
+			return i
+		}
+		i++
+	}
+	return n
+}
+
+// countZeros returns the number of clear bits among the first n of bm.
+func countZeros(bm []byte, n uint64) uint64 {
+	var ones uint64
+	i := uint64(0)
+	for ; i+64 <= n; i += 64 {
+		ones += uint64(bits.OnesCount64(binary.LittleEndian.Uint64(bm[i/8:])))
+	}
+	for ; i < n; i++ {
+		ones += uint64(bm[i/8] >> (i % 8) & 1)
+	}
+	return n - ones
+}
