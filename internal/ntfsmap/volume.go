@@ -9,6 +9,7 @@ import (
 // System file record numbers.
 const (
 	recMFT     = 0
+	recMFTMirr = 1
 	recLogFile = 2
 	recVolume  = 3
 	recRoot    = 5
@@ -77,9 +78,57 @@ func (v *volume) loadMFT() error {
 	if err := v.addMeta(d, "$MFT"); err != nil {
 		return err
 	}
-	v.meta = append(v.meta,
-		span{0, max(1, 8192/cs), "$Boot"},
-		span{bs.mftMirrLCN, max(1, (4*int64(bs.recordSize)+cs-1)/cs), "$MFTMirr"})
+	v.meta = append(v.meta, span{0, max(1, 8192/cs), "$Boot"})
+	return v.checkMirror()
+}
+
+// mirrorRecords is how many records $MFTMirr duplicates.
+const mirrorRecords = 4
+
+// checkMirror compares the first records of $MFT with their copies in
+// $MFTMirr, as ntfs-3g does before it mounts: a mismatch means a torn write
+// or corruption in the records everything else is read through.
+func (v *volume) checkMirror() error {
+	fr, as, err := v.record(recMFTMirr)
+	if err != nil {
+		return err
+	}
+	if err := checkName(fr, as, "$MFTMirr"); err != nil {
+		return err
+	}
+	d, err := dataAttr(fr, as)
+	if err != nil {
+		return err
+	}
+	if !d.nonRes || d.lowVCN != 0 {
+		return formatErr(d.off, "$MFTMirr data is resident or does not start at vcn 0")
+	}
+	if err := v.addMeta(d, "$MFTMirr"); err != nil {
+		return err
+	}
+	if len(d.runs) == 0 || d.runs[0].lcn != v.boot.mftMirrLCN {
+		return formatErr(d.off, "$MFTMirr runlist does not start at the boot sector's $MFTMirr cluster %d", v.boot.mftMirrLCN)
+	}
+	rs := int64(v.boot.recordSize)
+	a, b := make([]byte, rs), make([]byte, rs)
+	for i := range int64(mirrorRecords) {
+		if err := v.readAttr(v.mft, a, i*rs); err != nil {
+			return err
+		}
+		if err := v.readAttr(d, b, i*rs); err != nil {
+			return err
+		}
+		if err := applyFixup(a, v.attrOffset(v.mft, i*rs)); err != nil {
+			return err
+		}
+		if err := applyFixup(b, v.attrOffset(d, i*rs)); err != nil {
+			return err
+		}
+		n := binary.LittleEndian.Uint32(a[offFileBytesInUse:])
+		if int64(n) > rs || string(a[:n]) != string(b[:n]) {
+			return formatErr(v.attrOffset(d, i*rs), "$MFTMirr does not match $MFT (record %d): run chkdsk /f in Windows", i)
+		}
+	}
 	return nil
 }
 
