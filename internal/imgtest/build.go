@@ -71,8 +71,9 @@ func Ext(t testing.TB, img string, size int64, mkfsArgs ...string) []string {
 // zerofree has zeroed every free block: the oracle for extfsmap.
 //
 // zerofree opens the filesystem read-write through libext2fs, which on close
-// bumps the primary superblock's s_kbytes_written (offset 0x178, 8 bytes)
-// and so its s_checksum (0x3FC, 4 bytes). prezero never writes, so those 12
+// stamps the primary superblock's s_wtime (offset 0x30, 4 bytes, and its
+// high byte s_wtime_hi at 0x274), bumps s_kbytes_written (0x178, 8 bytes)
+// and so its s_checksum (0x3FC, 4 bytes). prezero never writes, so those 17
 // bytes are put back from img; every other byte is zerofree's own.
 func Zerofree(t testing.TB, img string) string {
 	t.Helper()
@@ -90,7 +91,7 @@ func Zerofree(t testing.TB, img string) string {
 		t.Fatal(err)
 	}
 	defer dst.Close()
-	for _, f := range [][2]int64{{1024 + 0x178, 8}, {1024 + 0x3FC, 4}} {
+	for _, f := range [][2]int64{{1024 + 0x30, 4}, {1024 + 0x274, 1}, {1024 + 0x178, 8}, {1024 + 0x3FC, 4}} {
 		b := make([]byte, f[1])
 		if _, err := src.ReadAt(b, f[0]); err != nil {
 			t.Fatal(err)

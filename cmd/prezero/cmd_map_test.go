@@ -1,0 +1,131 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/prezero/prezero/internal/imgtest"
+)
+
+// dumpe2fsFree returns the block size and the free bytes dumpe2fs reports.
+func dumpe2fsFree(t *testing.T, img string) (blockSize, free int64) {
+	t.Helper()
+	out := imgtest.Run(t, "dumpe2fs", "-h", img)
+	field := func(name string) int64 {
+		m := regexp.MustCompile(`(?m)^` + name + `:\s+(\d+)`).FindStringSubmatch(out)
+		if m == nil {
+			t.Fatalf("dumpe2fs: no %q in\n%s", name, out)
+		}
+		n, _ := strconv.ParseInt(m[1], 10, 64)
+		return n
+	}
+	bs := field("Block size")
+	if strings.Contains(out, "bigalloc") {
+		cs := field("Cluster size")
+		return cs, field("Free blocks") * bs // dumpe2fs counts free blocks, in whole clusters
+	}
+	return bs, field("Free blocks") * bs
+}
+
+func TestMapAndCat(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		size int64
+		args []string
+	}{
+		{"ext4", 48 << 20, []string{"-t", "ext4", "-g", "4096"}},
+		{"ext4-1k", 24 << 20, []string{"-t", "ext4", "-b", "1024"}},
+		{"ext3", 24 << 20, []string{"-t", "ext3"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			img := filepath.Join(t.TempDir(), tc.name+".img")
+			imgtest.Ext(t, img, tc.size, tc.args...)
+			before := imgtest.SHA256File(t, img)
+
+			out, errOut, code := runPrezero(t, "map", "--json", img)
+			if code != 0 {
+				t.Fatalf("map exit %d: %s", code, errOut)
+			}
+			var m mapJSON
+			if err := json.Unmarshal(out, &m); err != nil {
+				t.Fatalf("map --json: %v\n%s", err, out)
+			}
+			if len(m.Partitions) != 1 || !m.Partitions[0].Zeroed {
+				t.Fatalf("map: %+v", m)
+			}
+			p := m.Partitions[0]
+			bs, free := dumpe2fsFree(t, img)
+			if int64(p.BlockSize) != bs || p.Zeroable != free || p.Used != tc.size-free || m.Used != p.Used {
+				t.Fatalf("map says block %d, used %d, zeroable %d; dumpe2fs says block %d, free %d of %d",
+					p.BlockSize, p.Used, p.Zeroable, bs, free, tc.size)
+			}
+
+			// cat equals zerofree's output, and fsck finds nothing wrong.
+			oracle := imgtest.Zerofree(t, img)
+			stream, errOut, code := runPrezero(t, "cat", img)
+			if code != 0 {
+				t.Fatalf("cat exit %d: %s", code, errOut)
+			}
+			want := readFile(t, oracle)
+			if !bytes.Equal(stream, want) {
+				t.Fatalf("cat differs from zerofree at byte %d", firstDiff(stream, want))
+			}
+			part, _, _ := runPrezero(t, "cat", img, "1")
+			if !bytes.Equal(part, stream) {
+				t.Fatal("cat 1 differs from cat disk on a bare filesystem")
+			}
+			header, _, _ := runPrezero(t, "cat", img, "header")
+			if len(header) != 0 {
+				t.Fatalf("bare filesystem has a %d-byte header", len(header))
+			}
+			zeroed := filepath.Join(t.TempDir(), "zeroed.img")
+			writeFile(t, zeroed, stream)
+			imgtest.Run(t, "e2fsck", "-fn", zeroed)
+			if imgtest.SHA256File(t, img) != before {
+				t.Fatal("the source changed")
+			}
+			text, _, _ := runPrezero(t, "map", img)
+			if !strings.Contains(string(text), "zeroed") || !strings.Contains(string(text), "total:") {
+				t.Fatalf("map text output:\n%s", text)
+			}
+		})
+	}
+}
+
+func TestBadArguments(t *testing.T) {
+	dir := t.TempDir()
+	img := filepath.Join(dir, "small.img")
+	writeFile(t, img, bytes.Repeat([]byte{7}, 4096))
+	for _, tc := range []struct {
+		args []string
+		code int
+		msg  string
+	}{
+		{[]string{"map"}, 2, "expected one SOURCE"},
+		{[]string{"map", filepath.Join(dir, "missing.img")}, 2, "missing.img"},
+		{[]string{"map", dir}, 2, "is a directory"},
+		{[]string{"cat", img, "part9"}, 2, `"part9"`},
+		{[]string{"cat", img, "bogus"}, 2, "choose disk, header or one of part1"},
+		{[]string{"frobnicate"}, 2, "unknown command"},
+		{[]string{"map", "--no-such-flag", img}, 2, "unknown flag"},
+	} {
+		_, errOut, code := runPrezero(t, tc.args...)
+		if code != tc.code || !strings.Contains(string(errOut), tc.msg) {
+			t.Errorf("prezero %q: exit %d, stderr %q; want exit %d and %q", tc.args, code, errOut, tc.code, tc.msg)
+		}
+	}
+	// An unrecognised source passes through whole, and says why.
+	out, _, code := runPrezero(t, "map", img)
+	if code != 0 || !strings.Contains(string(out), "pass-through: no supported filesystem") {
+		t.Errorf("map of random bytes: exit %d\n%s", code, out)
+	}
+	stream, _, _ := runPrezero(t, "cat", img)
+	if !bytes.Equal(stream, readFile(t, img)) {
+		t.Error("cat of an unknown source is not the source")
+	}
+}
