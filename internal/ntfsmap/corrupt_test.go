@@ -1,0 +1,176 @@
+package ntfsmap
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"os"
+	"testing"
+
+	"github.com/prezero/prezero/internal/freemap"
+)
+
+// patch is a one-byte change at a volume offset.
+type patch struct {
+	off int64
+	val byte
+}
+
+// patchedReader reads b with patches applied, without copying b.
+type patchedReader struct {
+	b       []byte
+	patches []patch
+}
+
+func (r *patchedReader) ReadAt(p []byte, off int64) (int, error) {
+	n, err := bytes.NewReader(r.b).ReadAt(p, off)
+	for _, pt := range r.patches {
+		if pt.off >= off && pt.off < off+int64(n) {
+			p[pt.off-off] = pt.val
+		}
+	}
+	return n, err
+}
+
+// corruption is one logical one-byte change: at off, and at mirror too when
+// the byte is in a record that $MFTMirr duplicates (so that the change is
+// not simply caught by the mirror comparison).
+type corruption struct {
+	what   string
+	off    int64
+	mirror int64 // -1 if none
+}
+
+// corruptions lists the metadata bytes worth corrupting in the image: boot
+// sector fields, and in MFT records 0-3, 5 and 6 the record header, every
+// attribute header, every runlist byte and the start of every resident
+// value. $Bitmap's data is not among them: it is data, not structure.
+func corruptions(t *testing.T, v *volume) []corruption {
+	t.Helper()
+	var out []corruption
+	for _, o := range []int64{0x03, 0x0A, 0x0B, 0x0C, 0x0D, 0x0E, 0x10, 0x11, 0x13, 0x16, 0x20,
+		0x28, 0x29, 0x2A, 0x2B, 0x2C, 0x2F, 0x30, 0x31, 0x32, 0x37, 0x38, 0x39, 0x3A, 0x3F, 0x40, 0x44} {
+		out = append(out, corruption{fmt.Sprintf("boot+0x%x", o), o, -1})
+	}
+	_, mas, err := v.record(recMFTMirr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mirror := find(mas, attrData, "")
+	if err := mirror.loadRuns(v.boot.clusters); err != nil {
+		t.Fatal(err)
+	}
+	rs := int64(v.boot.recordSize)
+	for _, num := range []int64{recMFT, recMFTMirr, recLogFile, recVolume, recRoot, recBitmap} {
+		fr, as, err := v.record(num)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var pos []int64
+		add := func(from, n int64) {
+			for p := from; p < from+n && p < int64(len(fr.b)); p++ {
+				pos = append(pos, p)
+			}
+		}
+		add(0, fileHeader31+8)
+		add(fixupBlock-2, 2) // first protected word
+		for _, a := range as {
+			p := a.off - fr.off
+			n := int64(binary.LittleEndian.Uint32(fr.b[p+offAttrLength:]))
+			if !a.nonRes {
+				vo := int64(binary.LittleEndian.Uint16(fr.b[p+offResValueOfs:]))
+				add(p, vo)
+				add(p+vo, min(int64(len(a.value)), 0x60))
+				continue
+			}
+			add(p, n) // header and the whole runlist
+		}
+		for _, p := range pos {
+			c := corruption{fmt.Sprintf("record %d byte 0x%x", num, p), v.attrOffset(v.mft, num*rs+p), -1}
+			if num < mirrorRecords {
+				c.mirror = v.attrOffset(mirror, num*rs+p)
+			}
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// TestCorruptions applies each corruption, four ways, to real images. Each
+// must give an error or a map whose free clusters are all free in the true
+// map: never a used cluster zeroed, never a panic.
+func TestCorruptions(t *testing.T) {
+	for _, name := range []string{"c4096", "c512"} {
+		t.Run(name, func(t *testing.T) {
+			f := getFixture(t, name)
+			img, err := os.ReadFile(f.path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			size := int64(len(img))
+			truth, err := Read(bytes.NewReader(img), size, Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			v := openVolume(t, f.path)
+			var nerr, nok, nsame int
+			for _, c := range corruptions(t, v) {
+				old := img[c.off]
+				for _, val := range []byte{old ^ 0xFF, old + 1, old - 1, old ^ 0x10} {
+					r := &patchedReader{b: img, patches: []patch{{c.off, val}}}
+					if c.mirror >= 0 {
+						r.patches = append(r.patches, patch{c.mirror, val})
+					}
+					vol, err := Read(r, size, Options{})
+					if err != nil {
+						nerr++
+						continue
+					}
+					nok++
+					if vol.Free.String() == truth.Free.String() {
+						nsame++
+					}
+					if e, ok := notSubset(vol.Free, truth.Free); ok {
+						t.Errorf("%s = 0x%02x: free extent %+v holds used clusters", c.what, val, e)
+					}
+				}
+			}
+			t.Logf("%d corruptions: %d errors, %d maps (%d unchanged)", nerr+nok, nerr, nok, nsame)
+
+			// The total sector count grown to the whole volume (no room
+			// for the backup boot sector): the last cluster's bit lies
+			// past mkntfs's bitmap bits, and must not free the backup.
+			for _, total := range []int64{size / int64(v.boot.sectorSize), v.boot.totalSectors + 1} {
+				var b [8]byte
+				binary.LittleEndian.PutUint64(b[:], uint64(total))
+				r := &patchedReader{b: img}
+				for i := range b {
+					r.patches = append(r.patches, patch{offTotalSectors + int64(i), b[i]})
+				}
+				vol, err := Read(r, size, Options{})
+				if err != nil {
+					t.Logf("total sectors %d: %v", total, err)
+					continue
+				}
+				if e, ok := notSubset(vol.Free, truth.Free); ok {
+					t.Errorf("total sectors %d: free extent %+v holds used bytes", total, e)
+				}
+			}
+		})
+	}
+}
+
+// notSubset returns an extent of m that is not inside the free extents of
+// truth.
+func notSubset(m, truth *freemap.Map) (freemap.Extent, bool) {
+	if m.Size() != truth.Size() {
+		return freemap.Extent{Off: 0, Len: m.Size()}, true
+	}
+	for _, e := range m.Extents() {
+		te, ok := truth.Next(e.Off)
+		if !ok || te.Off > e.Off || te.End() < e.End() {
+			return e, true
+		}
+	}
+	return freemap.Extent{}, false
+}
