@@ -116,6 +116,9 @@ func Read(r io.ReaderAt, size int64) (*Volume, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := s.checkBackup(r, b); err != nil {
+		return nil, err
+	}
 	m := &mapper{r: r, s: s, out: freemap.NewBuilder(size)}
 	if s.state&stateErrors != 0 {
 		m.note("the filesystem has errors recorded (s_state %#x); mapped from its bitmaps anyway, as zerofree does; consider e2fsck", s.state)

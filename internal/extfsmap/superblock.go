@@ -1,8 +1,10 @@
 package extfsmap
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"math"
 	"math/bits"
 	"strings"
@@ -383,3 +385,75 @@ func featureNames(x uint32, list []struct {
 
 func incompatNames(x uint32) string { return featureNames(x, incompatNameList) }
 func roCompatNames(x uint32) string { return featureNames(x, roCompatNameList) }
+
+// Layout-defining fields that a backup superblock must share with the
+// primary. The kernel updates only the primary for the features it turns on
+// by itself (large_file, huge_file, dir_nlink, extra_isize, ...), so only
+// the bits that move metadata are compared.
+const (
+	layoutCompat   = compatSparseSuper2
+	layoutIncompat = incompatMetaBG | incompat64Bit | incompatFlexBG
+	layoutROCompat = roCompatSparseSuper | roCompatBigalloc | roCompatGDTCsum | roCompatMetadataCsum
+	sbBlockGroupNr = 0x5A
+)
+
+// checkBackup compares the primary superblock p with the backup copy in
+// group 1. Without metadata_csum nothing else protects the superblock, and
+// one flipped bit in, say, sparse_super2 or s_reserved_gdt_blocks would move
+// where BLOCK_UNINIT groups keep their metadata. A missing or disagreeing
+// backup fails the volume: unknown means allocated.
+func (s *superblock) checkBackup(r io.ReaderAt, p []byte) error {
+	if s.groups < 2 {
+		return nil
+	}
+	off := int64(s.groupFirstBlock(1)) * s.blockSize
+	b := make([]byte, sbSize)
+	if _, err := r.ReadAt(b, off); err != nil {
+		return fmt.Errorf("%s: reading the backup superblock of group 1 at byte %d: %w", s.kind, off, err)
+	}
+	le := binary.LittleEndian
+	present := le.Uint16(b[sbMagicOff:]) == sbMagic && bytes.Equal(b[sbUUID:sbUUID+16], s.uuid[:])
+	if !present {
+		if s.hasSuper(1) {
+			return s.errorf(off, "no backup superblock in group 1 where the primary says there is one: the primary's geometry or features are wrong")
+		}
+		return nil
+	}
+	if nr := le.Uint16(b[sbBlockGroupNr:]); nr != 1 {
+		return s.errorf(off+sbBlockGroupNr, "backup superblock in group 1 says it belongs to group %d", nr)
+	}
+	fields := []struct {
+		name      string
+		off, size int
+		mask      uint32
+	}{
+		{"s_log_block_size", sbLogBlockSize, 4, ^uint32(0)},
+		{"s_log_cluster_size", sbLogClusterSize, 4, ^uint32(0)},
+		{"s_blocks_per_group", sbBlocksPerGroup, 4, ^uint32(0)},
+		{"s_clusters_per_group", sbClustersPerGroup, 4, ^uint32(0)},
+		{"s_inodes_per_group", sbInodesPerGroup, 4, ^uint32(0)},
+		{"s_first_data_block", sbFirstDataBlock, 4, ^uint32(0)},
+		{"s_rev_level", sbRevLevel, 4, ^uint32(0)},
+		{"s_inode_size", sbInodeSize, 2, ^uint32(0)},
+		{"s_reserved_gdt_blocks", sbReservedGDT, 2, ^uint32(0)},
+		{"s_desc_size", sbDescSize, 2, ^uint32(0)},
+		{"s_first_meta_bg", sbFirstMetaBG, 4, ^uint32(0)},
+		{"s_backup_bgs[0]", sbBackupBGs, 4, ^uint32(0)},
+		{"s_backup_bgs[1]", sbBackupBGs + 4, 4, ^uint32(0)},
+		{"COMPAT features", sbFeatureCompat, 4, layoutCompat},
+		{"INCOMPAT features", sbFeatureIncompat, 4, layoutIncompat},
+		{"RO_COMPAT features", sbFeatureROCompat, 4, layoutROCompat},
+	}
+	for _, f := range fields {
+		get := func(x []byte) uint32 {
+			if f.size == 2 {
+				return uint32(le.Uint16(x[f.off:]))
+			}
+			return le.Uint32(x[f.off:])
+		}
+		if a, c := get(p)&f.mask, get(b)&f.mask; a != c {
+			return s.errorf(sbOffset+int64(f.off), "primary and group 1 backup superblocks disagree on %s (%#x, backup %#x): the primary may be corrupt; e2fsck -f resolves it", f.name, a, c)
+		}
+	}
+	return nil
+}
