@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 
@@ -36,7 +37,8 @@ const mib = 1 << 20
 // filesystems builds the package's filesystems once.
 func testFilesystems(t *testing.T) map[string]*fsImage {
 	t.Helper()
-	imgtest.Need(t, "mkfs.ext4", "debugfs", "zerofree", "sfdisk")
+	imgtest.Need(t, "mkfs.ext4", "debugfs", "zerofree", "sfdisk", "mkntfs", "ntfsclone", "ntfs-3g")
+	imgtest.NeedRoot(t)
 	fsOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "prezero-source-")
 		if err != nil {
@@ -55,7 +57,31 @@ func testFilesystems(t *testing.T) map[string]*fsImage {
 		} {
 			img := filepath.Join(dir, f.name+".img")
 			imgtest.Ext(t, img, f.size, f.args...)
-			fsImgs[f.name] = &fsImage{name: f.name, img: img, oracle: imgtest.Zerofree(t, img), size: f.size}
+			// Keep the oracle beyond this test's TempDir: later tests use it.
+			oracle := img + ".zerofree"
+			imgtest.CopyFile(t, oracle, imgtest.Zerofree(t, img))
+			fsImgs[f.name] = &fsImage{name: f.name, img: img, oracle: oracle, size: f.size}
+		}
+		for _, f := range []struct {
+			name            string
+			size            int64
+			cluster, sector int
+		}{
+			{"ntfs", 24 * mib, 4096, 512},
+			{"ntfs-4k", 24 * mib, 4096, 4096},
+		} {
+			img := filepath.Join(dir, f.name+".img")
+			imgtest.MakeNTFS(t, img, f.size, f.cluster, f.sector)
+			mnt := t.TempDir()
+			unmount := imgtest.MountNTFS(t, img, mnt, false)
+			imgtest.WriteRandomFiles(t, mnt, map[string]int64{"a.bin": 3 << 20, "b/c.bin": 5000, "d.bin": 2 << 20, "e.txt": 100})
+			if err := os.Remove(filepath.Join(mnt, "d.bin")); err != nil {
+				t.Fatal(err)
+			}
+			unmount()
+			oracle := filepath.Join(dir, f.name+".ntfsclone")
+			imgtest.Run(t, "ntfsclone", "-q", "--overwrite", oracle, img)
+			fsImgs[f.name] = &fsImage{name: f.name, img: img, oracle: oracle, size: f.size}
 		}
 	})
 	if fsErr != nil {
@@ -83,15 +109,15 @@ type disk struct {
 }
 
 var disks = []disk{
-	{"mbr-logical", 512, 96 * mib,
-		"label: dos\nsize=32M, type=83\nsize=4M, type=7\ntype=5\nsize=16M, type=83\nsize=32M, type=83\n",
-		map[int]string{1: "ext4", 5: "ext2-1k", 6: "ext4"}},
-	{"gpt-512", 512, 80 * mib,
-		"label: gpt\nsize=32M, type=L\nsize=16M, type=L\nsize=4M, type=L\n",
-		map[int]string{1: "ext4", 2: "ext2-1k"}},
-	{"gpt-4096", 4096, 80 * mib,
-		"label: gpt\nsize=16M, type=L\nsize=32M, type=L\nsize=4M, type=L\n",
-		map[int]string{1: "ext2-1k", 2: "ext4"}},
+	{"mbr-logical", 512, 128 * mib,
+		"label: dos\nsize=32M, type=83\nsize=4M, type=7\ntype=5\nsize=16M, type=83\nsize=24M, type=7\nsize=32M, type=83\n",
+		map[int]string{1: "ext4", 5: "ext2-1k", 6: "ntfs", 7: "ext4"}},
+	{"gpt-512", 512, 96 * mib,
+		"label: gpt\nsize=32M, type=L\nsize=24M, type=EBD0A0A2-B9E5-4433-87C0-68B6B72699C7\nsize=16M, type=L\nsize=4M, type=L\n",
+		map[int]string{1: "ext4", 2: "ntfs", 3: "ext2-1k"}},
+	{"gpt-4096", 4096, 96 * mib,
+		"label: gpt\nsize=16M, type=L\nsize=24M, type=EBD0A0A2-B9E5-4433-87C0-68B6B72699C7\nsize=32M, type=L\nsize=4M, type=L\n",
+		map[int]string{1: "ext2-1k", 2: "ntfs-4k", 3: "ext4"}},
 }
 
 func TestDisks(t *testing.T) {
@@ -208,3 +234,47 @@ func firstDiff(a, b []byte) int {
 }
 
 var _ io.ReaderAt = (*stream.Reader)(nil)
+
+// TestTruncatedDisk cuts a disk short in the middle of its last partition:
+// that partition passes through and says why; the others are still zeroed.
+func TestTruncatedDisk(t *testing.T) {
+	fss := testFilesystems(t)
+	dir := t.TempDir()
+	img := filepath.Join(dir, "disk.img")
+	imgtest.RandomFile(t, img, 80*mib)
+	imgtest.Partition(t, img, 512, "label: dos\nsize=32M, type=83\nsize=32M, type=83\n")
+	l := readLayout(t, img)
+	imgtest.WriteAt(t, img, l.Partitions[0].Start, fss["ext4"].img)
+	imgtest.WriteAt(t, img, l.Partitions[1].Start, fss["ext4"].img)
+	cut := l.Partitions[1].Start + 16*mib
+	if err := os.Truncate(img, cut); err != nil {
+		t.Fatal(err)
+	}
+	src, err := Open(img, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	p1, p2 := src.Parts[0], src.Parts[1]
+	if !p1.Zeroed || p2.Zeroed || !strings.Contains(p2.Status(), "past the end of the source") {
+		t.Fatalf("part1 %q, part2 %q", p1.Status(), p2.Status())
+	}
+	if p2.Stream.Size() != 16*mib || src.Disk().Size() != cut {
+		t.Fatalf("part2 stream %d bytes, disk %d", p2.Stream.Size(), src.Disk().Size())
+	}
+	want, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	copy(want[p1.Start:], readAll(t, fss["ext4"].oracle))
+	compare(t, "disk", src.Disk(), want)
+}
+
+func readAll(t *testing.T, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
