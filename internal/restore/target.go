@@ -313,3 +313,37 @@ func (t *Target) Finish(size int64) error {
 	}
 	return nil
 }
+
+// IsPartition reports whether the target is a partition of a disk rather
+// than a whole disk (or a regular file).
+func (t *Target) IsPartition() bool {
+	if t.Kind != Device {
+		return false
+	}
+	var st unix.Stat_t
+	if unix.Fstat(int(t.f.Fd()), &st) != nil {
+		return false
+	}
+	return isPartition(st.Rdev)
+}
+
+// RereadPartitions asks the kernel to re-read a whole disk's partition
+// table (BLKRRPART), as after writing a new one. A device without
+// partition support (a loop device without partscan) is not an error.
+func (t *Target) RereadPartitions() error {
+	if t.Kind != Device || t.IsPartition() {
+		return nil
+	}
+	err := unix.IoctlSetInt(int(t.f.Fd()), unix.BLKRRPART, 0)
+	if err == nil || errors.Is(err, unix.EINVAL) {
+		return nil
+	}
+	return fmt.Errorf("the kernel did not re-read %s's partition table (BLKRRPART: %w); run 'partprobe %s' or re-attach the disk", t.Path, err, t.Path)
+}
+
+// SameFile reports whether fi is the target itself (restoring a file onto
+// itself would destroy it).
+func (t *Target) SameFile(fi os.FileInfo) bool {
+	st, err := t.f.Stat()
+	return err == nil && os.SameFile(st, fi)
+}
