@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/prezero/prezero/internal/freemap"
@@ -173,4 +174,63 @@ func notSubset(m, truth *freemap.Map) (freemap.Extent, bool) {
 		}
 	}
 	return freemap.Extent{}, false
+}
+
+// TestShortBitmap shrinks $Bitmap's data or initialized size: the clusters
+// whose bits are no longer covered must pass through, with a warning.
+func TestShortBitmap(t *testing.T) {
+	f := getFixture(t, "c4096")
+	img, err := os.ReadFile(f.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	size := int64(len(img))
+	truth, err := Read(bytes.NewReader(img), size, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := openVolume(t, f.path)
+	fr, as, err := v.record(recBitmap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := find(as, attrData, "")
+	half := (v.boot.clusters + 7) / 8 / 2
+	for _, tc := range []struct {
+		name   string
+		fields []int64 // attribute header offsets set to half
+		warn   string
+	}{
+		{"data size", []int64{offNonResData, offNonResInit}, "has"},
+		{"initialized size", []int64{offNonResInit}, "initialized"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := &patchedReader{b: img}
+			for _, field := range tc.fields {
+				var b [8]byte
+				binary.LittleEndian.PutUint64(b[:], uint64(half))
+				for i := range b {
+					off := recordOffset(t, v, recBitmap, d.off-fr.off+field+int64(i))
+					r.patches = append(r.patches, patch{off, b[i]})
+				}
+			}
+			vol, err := Read(r, size, Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(vol.Warnings) != 1 || !strings.Contains(vol.Warnings[0], tc.warn) {
+				t.Errorf("warnings %q, want one with %q", vol.Warnings, tc.warn)
+			}
+			if e, ok := notSubset(vol.Free, truth.Free); ok {
+				t.Fatalf("free extent %+v holds used clusters", e)
+			}
+			limit := half * 8 * int64(v.boot.clusterSize)
+			if n := len(vol.Free.Extents()); n > 0 && vol.Free.Extents()[n-1].End() > limit {
+				t.Errorf("free extent past the covered %d bytes: %+v", limit, vol.Free.Extents()[n-1])
+			}
+			if vol.UsedClusters <= truth.UsedClusters {
+				t.Errorf("UsedClusters %d, want more than %d", vol.UsedClusters, truth.UsedClusters)
+			}
+		})
+	}
 }

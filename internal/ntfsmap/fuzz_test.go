@@ -320,3 +320,43 @@ func FuzzRecord(f *testing.F) {
 		}
 	})
 }
+
+// FuzzScanner compares the word-at-a-time bitmap scanner, fed in chunks,
+// with a bit-at-a-time reference.
+func FuzzScanner(f *testing.F) {
+	f.Add([]byte{0x00, 0xff, 0x0f, 0xf0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x80, 1}, int64(100), uint8(3))
+	f.Add(bytes.Repeat([]byte{0}, 40), int64(319), uint8(8))
+	f.Add(bytes.Repeat([]byte{0x55}, 40), int64(320), uint8(16))
+	f.Fuzz(func(t *testing.T, bm []byte, limit int64, chunk uint8) {
+		if limit < 0 || limit > int64(len(bm))*8 {
+			return
+		}
+		step := (int(chunk)%4 + 1) * 8 // chunks are multiples of 8 bytes, as in mapBitmap
+		var got [][2]int64
+		sc := scanner{start: -1, emit: func(a, e int64) { got = append(got, [2]int64{a, e}) }}
+		for off := 0; off < len(bm); off += step {
+			sc.scan(bm[off:min(off+step, len(bm))], int64(off)*8, limit)
+		}
+		sc.flush(limit)
+		var want [][2]int64
+		start := int64(-1)
+		for c := int64(0); c <= limit; c++ {
+			free := c < limit && bm[c/8]&(1<<(c%8)) == 0
+			if free && start < 0 {
+				start = c
+			}
+			if !free && start >= 0 {
+				want = append(want, [2]int64{start, c})
+				start = -1
+			}
+		}
+		if len(got) != len(want) {
+			t.Fatalf("runs %v, want %v", got, want)
+		}
+		for i := range got {
+			if got[i] != want[i] {
+				t.Fatalf("runs %v, want %v", got, want)
+			}
+		}
+	})
+}

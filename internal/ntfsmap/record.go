@@ -130,7 +130,7 @@ func parseFileRecord(b []byte, num, off int64) (*fileRecord, error) {
 		return nil, formatErr(off, "MFT record %d has no FILE magic", num)
 	}
 	inUse := int(le.Uint32(b[offFileBytesInUse:]))
-	if inUse > len(b) || int(le.Uint32(b[offFileBytesAlloc:])) != len(b) {
+	if inUse < fileHeader31 || inUse > len(b) || int(le.Uint32(b[offFileBytesAlloc:])) != len(b) {
 		return nil, formatErr(off+offFileBytesInUse, "MFT record %d: bytes in use %d / allocated %d do not fit record size %d",
 			num, inUse, le.Uint32(b[offFileBytesAlloc:]), len(b))
 	}
