@@ -1,0 +1,104 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/spf13/pflag"
+
+	"github.com/prezero/prezero/internal/borg"
+)
+
+type backupOptions struct {
+	serveOptions
+	partitions bool
+	borgPath   string
+
+	flags *pflag.FlagSet // for the position of "--"
+}
+
+func (o *backupOptions) AddFlags(f *pflag.FlagSet) {
+	f.BoolVar(&o.partitions, "partitions", false, "store header.img and each partN.img instead of disk.img")
+	f.StringVar(&o.borgPath, "borg", "", "borg binary to run (default: borg, else borg2 on PATH)")
+	o.serveOptions.AddFlags(f)
+	o.flags = f
+}
+
+func init() {
+	var opts backupOptions
+	register(&command{
+		name:  "backup",
+		usage: "SOURCE REPO::ARCHIVE [-- BORG_CREATE_ARGS...]",
+		short: "back SOURCE up with borg create through a private mount",
+		long: `Mount SOURCE on a private temporary directory and run borg create there,
+storing disk.img (or, with --partitions, header.img and each partN.img).
+borg runs with ` + strings.Join(borg.CreateFlags, " ") + `
+and then BORG_CREATE_ARGS; its prompts, progress and statistics are shown as
+usual and BORG_* variables are passed through. Borg 1.x is called with
+REPO::ARCHIVE, borg 2 with -r REPO create ARCHIVE; an empty REPO (::ARCHIVE)
+leaves the repository to BORG_REPO.
+
+The mount is removed on success, on error and on Ctrl-C (which borg receives
+too). Exit codes are borg's: 0 success, 1 warning, 2 error, 128+N signal.`,
+		flags: opts.AddFlags,
+		run:   func(ctx context.Context, args []string) error { return runBackup(ctx, opts, args) },
+	})
+}
+
+func runBackup(ctx context.Context, opts backupOptions, args []string) (err error) {
+	pos, extra := args, []string(nil)
+	if dash := opts.flags.ArgsLenAtDash(); dash >= 0 {
+		pos, extra = args[:dash], args[dash:]
+	}
+	if len(pos) != 2 {
+		return usagef("expected SOURCE REPO::ARCHIVE [-- BORG_CREATE_ARGS...], got %d arguments before --", len(pos))
+	}
+	ref, err := borg.ParseRef(pos[1])
+	if err != nil {
+		return usagef("%v", err)
+	}
+	b, err := borg.Find(ctx, opts.borgPath)
+	if err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "prezero-backup-")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if rerr := os.Remove(dir); rerr != nil && err == nil {
+			err = fmt.Errorf("removing the mount point: %w", rerr)
+		}
+	}()
+	logf := func(format string, a ...any) { fmt.Fprintf(os.Stderr, "prezero backup: "+format+"\n", a...) }
+	s, err := serve(pos[0], dir, opts.serveOptions, logf)
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	defer func() {
+		if uerr := s.unmount(); uerr != nil && err == nil {
+			err = uerr
+		}
+		s.wait()
+	}()
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	paths := []string{"disk.img"}
+	if opts.partitions {
+		paths = s.partFiles()
+	}
+	err = b.Create(dir, ref, extra, paths)
+	var be *borg.ExitError
+	if errors.As(err, &be) {
+		if be.Warning() {
+			return &exitError{code: 1, err: fmt.Errorf("borg finished with warnings (exit code 1)")}
+		}
+		return &exitError{code: be.Code, err: err}
+	}
+	return err
+}

@@ -1,0 +1,118 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"log/syslog"
+	"os"
+
+	"github.com/spf13/pflag"
+)
+
+type mountOptions struct {
+	serveOptions
+	foreground bool
+	logFile    string
+}
+
+func (o *mountOptions) AddFlags(f *pflag.FlagSet) {
+	f.BoolVarP(&o.foreground, "foreground", "f", false, "stay attached: serve until unmounted or interrupted (SIGINT/SIGTERM unmount)")
+	f.BoolVar(&o.allowOther, "allow-other", false, "let other users read the files too (FUSE allow_other; needs user_allow_other in /etc/fuse.conf unless root)")
+	o.serveOptions.AddFlags(f)
+	f.StringVar(&o.logFile, "log-file", "", "in the background, append errors to this file instead of syslog")
+	f.BoolVar(&o.debug, "debug", false, "log every FUSE request (with --foreground)")
+	f.MarkHidden("debug")
+}
+
+func init() {
+	var opts mountOptions
+	register(&command{
+		name:  "mount",
+		usage: "SOURCE MOUNTPOINT",
+		short: "mount SOURCE's zeroed streams read-only with FUSE",
+		long: `Mount SOURCE (an image file or block device, opened read-only) on MOUNTPOINT
+as a read-only directory of image files:
+  disk.img     the whole source, each recognised partition's free blocks zeroed
+  header.img   the bytes before the first partition, unchanged
+  partN.img    partition N alone, numbered as 'prezero map' shows
+Unallocated ranges read as zeros without reading the source, and whole free
+windows of --hole-align bytes are holes to lseek(SEEK_HOLE), which
+'borg create --sparse' skips. Every file's mtime and ctime is the time of
+the mount, so each mount is new to borg's files cache.
+
+The command returns once the mount is ready and serves in the background;
+unmount with 'prezero umount MOUNTPOINT' (or fusermount3 -u, or umount as
+root). A block device mounted read-write is refused: mount a snapshot.
+If SOURCE changes while mounted, reads fail with EIO.`,
+		flags: opts.AddFlags,
+		run:   func(ctx context.Context, args []string) error { return runMount(ctx, opts, args) },
+	})
+}
+
+func runMount(ctx context.Context, opts mountOptions, args []string) error {
+	if len(args) != 2 {
+		return usagef("expected SOURCE MOUNTPOINT, got %d arguments", len(args))
+	}
+	src, dir := args[0], args[1]
+	if fi, err := os.Stat(dir); err != nil {
+		return fmt.Errorf("mount point: %w", err)
+	} else if !fi.IsDir() {
+		return fmt.Errorf("mount point %s is not a directory", dir)
+	}
+	ready, inChild := readyPipe()
+	if !opts.foreground && !inChild {
+		return daemonize(ctx, opts, src, dir)
+	}
+	logf := func(format string, a ...any) { fmt.Fprintf(os.Stderr, "prezero mount: "+format+"\n", a...) }
+	if inChild {
+		logf = backgroundLog(opts.logFile)
+	}
+	s, err := serve(src, dir, opts.serveOptions, logf)
+	if err != nil {
+		if inChild {
+			reportNotReady(ready, err)
+		}
+		return err
+	}
+	defer s.close()
+	if inChild {
+		reportReady(ready)
+		// Keep no directory busy, as daemons do; paths were made absolute.
+		os.Chdir("/")
+	}
+	return serveUntilDone(ctx, s, logf)
+}
+
+// serveUntilDone serves until the mount is unmounted from outside, or
+// until ctx is cancelled (SIGINT, SIGTERM), which unmounts it.
+func serveUntilDone(ctx context.Context, s *served, logf func(string, ...any)) error {
+	done := make(chan struct{})
+	go func() { s.wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+	}
+	if err := s.unmount(); err != nil {
+		return err
+	}
+	<-done
+	return nil
+}
+
+// backgroundLog returns a logger for a mount without a terminal: the file
+// given by --log-file, else syslog, else nothing.
+func backgroundLog(file string) func(string, ...any) {
+	if file != "" {
+		f, err := os.OpenFile(file, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+		if err == nil {
+			l := log.New(f, "prezero mount: ", log.LstdFlags)
+			return func(format string, a ...any) { l.Printf(format, a...) }
+		}
+	}
+	if w, err := syslog.New(syslog.LOG_DAEMON|syslog.LOG_ERR, "prezero"); err == nil {
+		return func(format string, a ...any) { w.Err(fmt.Sprintf(format, a...)) }
+	}
+	return func(string, ...any) {}
+}

@@ -1,0 +1,131 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// readyEnv names the descriptor on which a background mount server reports
+// to the command that started it: "ready", or "error CODE" and a message.
+const readyEnv = "PREZERO_MOUNT_READY_FD"
+
+// readyPipe returns the readiness pipe if this process is a background
+// mount server started by daemonize.
+func readyPipe() (*os.File, bool) {
+	s := os.Getenv(readyEnv)
+	if s == "" {
+		return nil, false
+	}
+	os.Unsetenv(readyEnv) // not for borg or other children
+	fd, err := strconv.Atoi(s)
+	if err != nil || fd < 3 {
+		return nil, false
+	}
+	return os.NewFile(uintptr(fd), "ready"), true
+}
+
+func reportReady(w *os.File) {
+	fmt.Fprintln(w, "ready")
+	w.Close()
+}
+
+func reportNotReady(w *os.File, err error) {
+	code := 2
+	var ee *exitError
+	if errors.As(err, &ee) {
+		code = ee.code
+	}
+	fmt.Fprintf(w, "error %d\n%v", code, err)
+	w.Close()
+}
+
+// daemonize runs this command again as a background mount server in a new
+// session, with no terminal and stdio on /dev/null, like mount.fuse,
+// sshfs and ntfs-3g do, and returns once the server reports the mount
+// ready, or with the server's error.
+func daemonize(ctx context.Context, o mountOptions, src, dir string) error {
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("finding prezero's own binary to start the server: %w", err)
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	cmd := exec.Command(exe, childArgs(o, src, dir)...)
+	cmd.Env = append(os.Environ(), readyEnv+"=3")
+	cmd.ExtraFiles = []*os.File{w}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		w.Close()
+		return fmt.Errorf("starting the mount server: %w", err)
+	}
+	w.Close()
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+
+	report := make(chan string, 1)
+	go func() {
+		msg, _ := io.ReadAll(bufio.NewReader(r))
+		report <- string(msg)
+	}()
+	var msg string
+	select {
+	case msg = <-report:
+	case <-ctx.Done():
+		// Interrupted while mounting: the server, in its own session,
+		// did not see the signal; stop it (it unmounts if it got that far).
+		cmd.Process.Signal(syscall.SIGTERM)
+		<-exited
+		return ctx.Err()
+	}
+	status, text, _ := strings.Cut(msg, "\n")
+	switch {
+	case status == "ready":
+		cmd.Process.Release()
+		return nil
+	case strings.HasPrefix(status, "error "):
+		<-exited
+		code, _ := strconv.Atoi(strings.TrimPrefix(status, "error "))
+		return &exitError{code: max(code, 1), err: errors.New(text)}
+	}
+	// The server died before reporting.
+	err = <-exited
+	return fmt.Errorf("the mount server exited before the mount was ready: %v", err)
+}
+
+// childArgs is the background server's command line: the parsed options
+// written back out, and absolute paths, since the server leaves the
+// current directory.
+func childArgs(o mountOptions, src, dir string) []string {
+	args := []string{"mount", "--hole-align", strconv.FormatInt(int64(o.holeAlign), 10)}
+	for _, f := range []struct {
+		on   bool
+		name string
+	}{{o.allowOther, "--allow-other"}, {o.force, "--force"}, {o.forceDirty, "--force-dirty"}} {
+		if f.on {
+			args = append(args, f.name)
+		}
+	}
+	if o.logFile != "" {
+		args = append(args, "--log-file", absPath(o.logFile))
+	}
+	return append(args, "--", absPath(src), absPath(dir))
+}
+
+func absPath(p string) string {
+	if a, err := filepath.Abs(p); err == nil {
+		return a
+	}
+	return p
+}
