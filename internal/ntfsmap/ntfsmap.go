@@ -13,21 +13,26 @@
 //     cluster, and clusters whose bits lie past the bitmap's data or
 //     initialized size.
 //   - Any inconsistency in the boot sector, an MFT record (magic, update
-//     sequence array, attribute bounds), a runlist or the $Bitmap attribute
-//     is an error, and an error means the caller passes the whole volume
-//     through. So is a bitmap that marks metadata clusters (the boot sector,
-//     $MFT, $MFTMirr, $LogFile, $Bitmap itself) free.
+//     sequence array, record number, attribute bounds, system file name), a
+//     runlist or the $Bitmap attribute is an error, and an error means the
+//     caller passes the whole volume through. So is a $MFTMirr that does
+//     not match $MFT (ntfs-3g refuses to mount such a volume too), and a
+//     bitmap that marks metadata clusters (the boot sector, $MFT, $MFTMirr,
+//     $LogFile, $Bitmap itself) free.
 //   - Unsafe states are errors too: the dirty flag in $Volume (unless
 //     Options.ForceDirty), a hibernated or fast-started Windows (hiberfil.sys
 //     in the root directory starting with a hibernation signature), and a
 //     journal ($LogFile) that was not shut down cleanly, because in all three
 //     the on-disk bitmap may not describe what is really in use.
 //
-// Limitations, each of which is an error (pass-through), never a guess: an
-// $MFT or $Bitmap whose $DATA is described through an $ATTRIBUTE_LIST beyond
-// the base record (this package does not follow attribute lists), compressed,
-// encrypted or sparse $Bitmap data, and MFT records other than the first
-// extent of $MFT's runlist.
+// Limitations, each of which is an error (pass-through), never a guess: this
+// package does not follow $ATTRIBUTE_LIST. Only the first extent of $MFT's
+// $DATA (the one in record 0) is used, so a record that a badly fragmented
+// $MFT keeps in a later extent cannot be read; in practice that can only be
+// hiberfil.sys's record, since the system records 0-15 always lie in the
+// first extent. A $Bitmap, $LogFile or hiberfil.sys whose $DATA is not in
+// its base record, and compressed, encrypted or sparse $Bitmap data, are
+// errors as well.
 //
 // The bitmap is streamed in 1 MiB chunks, so memory grows with the number of
 // free extents, not with the size of the volume.
