@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -75,27 +76,50 @@ func sysBlock(dev uint64) string {
 	return fmt.Sprintf("/sys/dev/block/%d:%d", unix.Major(dev), unix.Minor(dev))
 }
 
-// family returns dev and the device numbers of its partitions, with names.
+// family returns dev, its partitions, and every device stacked on any of
+// them (device-mapper, md: the sysfs holders), recursively, with names.
+// Whatever is mounted on one of them is mounted on dev.
 func family(dev uint64) map[uint64]string {
-	out := map[uint64]string{dev: filepath.Base(resolve(sysBlock(dev)))}
-	dir := sysBlock(dev)
-	ents, _ := os.ReadDir(dir)
-	for _, e := range ents {
-		if _, err := os.Stat(filepath.Join(dir, e.Name(), "partition")); err != nil {
-			continue
+	out := map[uint64]string{}
+	var add func(d uint64)
+	add = func(d uint64) {
+		if _, seen := out[d]; seen || len(out) > 4096 {
+			return
 		}
-		b, err := os.ReadFile(filepath.Join(dir, e.Name(), "dev"))
-		if err != nil {
-			continue
+		dir := resolve(sysBlock(d))
+		out[d] = filepath.Base(dir)
+		ents, _ := os.ReadDir(dir)
+		for _, e := range ents {
+			if _, err := os.Stat(filepath.Join(dir, e.Name(), "partition")); err == nil {
+				if p, ok := readDev(filepath.Join(dir, e.Name())); ok {
+					add(p)
+				}
+			}
 		}
-		majS, minS, _ := strings.Cut(strings.TrimSpace(string(b)), ":")
-		maj, err1 := strconv.ParseUint(majS, 10, 32)
-		mnr, err2 := strconv.ParseUint(minS, 10, 32)
-		if err1 == nil && err2 == nil {
-			out[unix.Mkdev(uint32(maj), uint32(mnr))] = e.Name()
+		hs, _ := os.ReadDir(filepath.Join(dir, "holders"))
+		for _, h := range hs {
+			if p, ok := readDev(filepath.Join("/sys/class/block", h.Name())); ok {
+				add(p)
+			}
 		}
 	}
+	add(dev)
 	return out
+}
+
+// readDev reads the MAJ:MIN in a sysfs block directory's "dev" file.
+func readDev(dir string) (uint64, bool) {
+	b, err := os.ReadFile(filepath.Join(dir, "dev"))
+	if err != nil {
+		return 0, false
+	}
+	majS, minS, _ := strings.Cut(strings.TrimSpace(string(b)), ":")
+	maj, err1 := strconv.ParseUint(majS, 10, 32)
+	mnr, err2 := strconv.ParseUint(minS, 10, 32)
+	if err1 != nil || err2 != nil {
+		return 0, false
+	}
+	return unix.Mkdev(uint32(maj), uint32(mnr)), true
 }
 
 func resolve(p string) string {
@@ -177,16 +201,15 @@ func checkDevice(path string, dev uint64) error {
 	return nil
 }
 
-// holders lists the devices stacked on dev or its partitions (device-mapper,
-// md, a loop device's own holders).
+// holders lists the devices stacked on dev, its partitions, or on those.
 func holders(dev uint64) []string {
 	var out []string
 	for d, name := range family(dev) {
-		ents, _ := os.ReadDir(filepath.Join(sysBlock(d), "holders"))
-		for _, e := range ents {
-			out = append(out, e.Name()+" (on "+name+")")
+		if d != dev && !isPartition(d) {
+			out = append(out, name)
 		}
 	}
+	sort.Strings(out)
 	return out
 }
 

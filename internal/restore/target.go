@@ -133,7 +133,7 @@ func openDevice(path string, rdev uint64, opt OpenOptions) (*Target, error) {
 	}
 	var inUse string
 	if h := holders(rdev); len(h) > 0 {
-		inUse = "is held by " + strings.Join(h, ", ")
+		inUse = "has devices stacked on it: " + strings.Join(h, ", ")
 	}
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_EXCL, 0)
 	if errors.Is(err, syscall.EBUSY) {
