@@ -71,7 +71,7 @@ func runMount(ctx context.Context, opts mountOptions, args []string) error {
 	s, err := serve(src, dir, opts.serveOptions, logf)
 	if err != nil {
 		if inChild {
-			reportNotReady(ready, err)
+			return reportNotReady(ready, err)
 		}
 		return err
 	}

@@ -12,6 +12,9 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // readyEnv names the descriptor on which a background mount server reports
@@ -33,12 +36,21 @@ func readyPipe() (*os.File, bool) {
 	return os.NewFile(uintptr(fd), "ready"), true
 }
 
+// reportReady tells the starting command that the mount is ready, after
+// pointing stderr, which it relays to the user, at /dev/null: later errors
+// go to the background log.
 func reportReady(w *os.File) {
+	if null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0); err == nil {
+		unix.Dup3(int(null.Fd()), 2, 0)
+		null.Close()
+	}
 	fmt.Fprintln(w, "ready")
 	w.Close()
 }
 
-func reportNotReady(w *os.File, err error) {
+// reportNotReady sends err to the starting command, which prints it, and
+// returns the error this process exits with, silently.
+func reportNotReady(w *os.File, err error) error {
 	code := 2
 	var ee *exitError
 	if errors.As(err, &ee) {
@@ -46,12 +58,14 @@ func reportNotReady(w *os.File, err error) {
 	}
 	fmt.Fprintf(w, "error %d\n%v", code, err)
 	w.Close()
+	return &exitError{code: code}
 }
 
 // daemonize runs this command again as a background mount server in a new
 // session, with no terminal and stdio on /dev/null, like mount.fuse,
 // sshfs and ntfs-3g do, and returns once the server reports the mount
-// ready, or with the server's error.
+// ready, or with the server's error. What the server writes to stderr
+// until then (fusermount3's complaints, partition notes) is relayed.
 func daemonize(ctx context.Context, o mountOptions, src, dir string) error {
 	exe, err := os.Executable()
 	if err != nil {
@@ -66,11 +80,30 @@ func daemonize(ctx context.Context, o mountOptions, src, dir string) error {
 	cmd.Env = append(os.Environ(), readyEnv+"=3")
 	cmd.ExtraFiles = []*os.File{w}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
+	er, ew, err := os.Pipe()
+	if err != nil {
 		w.Close()
+		return err
+	}
+	defer er.Close()
+	cmd.Stderr = ew
+	err = cmd.Start()
+	w.Close()
+	ew.Close()
+	if err != nil {
 		return fmt.Errorf("starting the mount server: %w", err)
 	}
-	w.Close()
+	relayed := make(chan struct{})
+	go func() {
+		io.Copy(os.Stderr, er)
+		close(relayed)
+	}()
+	waitRelay := func() {
+		select {
+		case <-relayed:
+		case <-time.After(2 * time.Second):
+		}
+	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 
@@ -92,15 +125,18 @@ func daemonize(ctx context.Context, o mountOptions, src, dir string) error {
 	status, text, _ := strings.Cut(msg, "\n")
 	switch {
 	case status == "ready":
+		waitRelay()
 		cmd.Process.Release()
 		return nil
 	case strings.HasPrefix(status, "error "):
 		<-exited
+		waitRelay()
 		code, _ := strconv.Atoi(strings.TrimPrefix(status, "error "))
 		return &exitError{code: max(code, 1), err: errors.New(text)}
 	}
 	// The server died before reporting.
 	err = <-exited
+	waitRelay()
 	return fmt.Errorf("the mount server exited before the mount was ready: %v", err)
 }
 

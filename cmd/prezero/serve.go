@@ -11,6 +11,7 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/spf13/pflag"
+	"golang.org/x/sys/unix"
 
 	"github.com/prezero/prezero/internal/fusefs"
 	"github.com/prezero/prezero/internal/inuse"
@@ -92,7 +93,11 @@ func serve(path, dir string, o serveOptions, logf func(string, ...any)) (*served
 	})
 	if err != nil {
 		s.close()
-		if o.allowOther && !isRoot() {
+		switch {
+		case isRoot():
+		case unix.Access("/dev/fuse", unix.R_OK|unix.W_OK) != nil:
+			err = fmt.Errorf("%w (you cannot open /dev/fuse: it should be mode 0666, as udev makes it)", err)
+		case o.allowOther:
 			err = fmt.Errorf("%w (--allow-other needs user_allow_other in /etc/fuse.conf)", err)
 		}
 		return nil, err

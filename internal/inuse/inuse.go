@@ -80,7 +80,7 @@ var host = system{sys: "/sys", mountinfo: "/proc/self/mountinfo", swaps: "/proc/
 func (s system) check(path string) error {
 	var st syscall.Stat_t
 	if err := s.stat(path, &st); err != nil {
-		return err
+		return &os.PathError{Op: "stat", Path: path, Err: err}
 	}
 	switch st.Mode & syscall.S_IFMT {
 	case syscall.S_IFBLK:
