@@ -41,7 +41,10 @@ var variants = []variant{
 	{name: "ext4-1k", size: 64 << 20, mkfs: []string{"-t", "ext4", "-b", "1024", "-g", "1024"}, kind: "ext4", uninit: true},
 	// With bigalloc, -g counts clusters: 256 64-KiB clusters = 16 MiB groups.
 	{name: "bigalloc", size: 128 << 20, mkfs: []string{"-t", "ext4", "-b", "4096", "-O", "bigalloc", "-C", "65536", "-g", "256"}, kind: "ext4", uninit: true},
-	{name: "bigalloc-1k", size: 64 << 20, mkfs: []string{"-t", "ext4", "-b", "1024", "-O", "bigalloc", "-C", "16384", "-g", "512"}, kind: "ext4", uninit: true},
+	// 1 KiB blocks with bigalloc: s_first_data_block is 0 and block 0
+	// shares cluster 0 with the superblock; 20 groups need 2 descriptor
+	// blocks.
+	{name: "bigalloc-1k", size: 80 << 20, mkfs: []string{"-t", "ext4", "-b", "1024", "-O", "bigalloc", "-C", "16384", "-g", "256"}, kind: "ext4", uninit: true},
 	{name: "meta_bg", size: 64 << 20, mkfs: []string{"-t", "ext4", "-b", "1024", "-g", "1024", "-O", "meta_bg,^resize_inode"}, kind: "ext4", uninit: true},
 	{name: "gdt_csum", size: 64 << 20, mkfs: []string{"-t", "ext4", "-b", "4096", "-g", "2048", "-O", "^64bit,^metadata_csum,uninit_bg"}, kind: "ext4", uninit: true},
 	{name: "no_flex_bg", size: 64 << 20, mkfs: []string{"-t", "ext4", "-b", "4096", "-g", "2048", "-O", "^flex_bg"}, kind: "ext4", uninit: true},
