@@ -259,11 +259,11 @@ func (v *volume) checkVolumeInfo() (dirty bool, err error) {
 // starts with a hibernation signature: a hibernated or fast-started Windows
 // has the volume in use, and its bitmap on disk is not the truth.
 //
-// ntfs-3g refuses only "hibr"; Windows 8 and later write "HIBR", "wake" or
-// "WAKE" (resuming, or resumed), and older ones "RSTR". All of them, in
-// either case, are refused: a false alarm costs a pass-through, a miss
-// costs data. An absent hiberfil.sys, or one that starts with zeros (as
-// Windows leaves it after a full shutdown) is fine.
+// ntfs-3g refuses only "hibr". Descriptions of the format also list "HIBR",
+// "wake", "WAKE" and "RSTR" for the states around hibernating and resuming;
+// this refuses all of them, in either case: a false alarm costs a
+// pass-through, a miss costs data. An absent hiberfil.sys, or one whose
+// header is anything else (zeros after a full shutdown), is fine.
 func (v *volume) checkHiberfil() error {
 	ref, err := v.lookupRoot("hiberfil.sys")
 	if err != nil {
