@@ -221,12 +221,15 @@ func (m *mapper) checkMMP() error {
 func (m *mapper) metadata() (*freemap.Map, error) {
 	s := m.s
 	fsb := s.fsBytes()
-	// One builder per kind: each sequence is ascending in every normal
-	// layout (with or without flex_bg), so adjacent entries merge as they
-	// are added and memory stays small.
+	// Without flex_bg a group's bitmaps and inode table are adjacent, so
+	// one builder merges them as they come. With flex_bg each kind is
+	// packed with its own kind, so one builder per kind merges those runs.
+	// Either way memory stays small in every normal layout.
 	var kinds [3]*freemap.Builder
-	for i := range kinds {
-		kinds[i] = freemap.NewBuilder(fsb)
+	kinds[0] = freemap.NewBuilder(fsb)
+	kinds[1], kinds[2] = kinds[0], kinds[0]
+	if s.incompat&incompatFlexBG != 0 {
+		kinds[1], kinds[2] = freemap.NewBuilder(fsb), freemap.NewBuilder(fsb)
 	}
 	add := func(b *freemap.Builder, blk, n uint64) {
 		if blk == 0 || blk >= s.blocksCount {
@@ -244,6 +247,9 @@ func (m *mapper) metadata() (*freemap.Map, error) {
 		add(kinds[0], gd.blockBitmap, 1)
 		add(kinds[1], gd.inodeBitmap, 1)
 		add(kinds[2], gd.inodeTable, s.itableBlocks)
+	}
+	if kinds[1] == kinds[0] {
+		return kinds[0].Map(), nil
 	}
 	all := freemap.NewBuilder(fsb)
 	for _, k := range kinds {

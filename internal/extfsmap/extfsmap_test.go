@@ -35,6 +35,7 @@ type variant struct {
 
 var variants = []variant{
 	{name: "ext2", size: 64 << 20, mkfs: []string{"-t", "ext2", "-b", "4096", "-g", "2048"}, kind: "ext2"},
+	{name: "ext2-rev0", size: 32 << 20, mkfs: []string{"-t", "ext2", "-r", "0", "-b", "2048"}, kind: "ext2"},
 	{name: "ext3", size: 64 << 20, mkfs: []string{"-t", "ext3", "-b", "1024", "-g", "2048"}, kind: "ext3"},
 	{name: "ext4", size: 64 << 20, mkfs: []string{"-t", "ext4"}, kind: "ext4", uninit: true},
 	{name: "ext4-4k", size: 64 << 20, mkfs: []string{"-t", "ext4", "-b", "4096", "-g", "2048"}, kind: "ext4", uninit: true},
