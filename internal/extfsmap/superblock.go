@@ -388,12 +388,13 @@ func roCompatNames(x uint32) string { return featureNames(x, roCompatNameList) }
 
 // Layout-defining fields that a backup superblock must share with the
 // primary. The kernel updates only the primary for the features it turns on
-// by itself (large_file, huge_file, dir_nlink, extra_isize, ...), so only
-// the bits that move metadata are compared.
+// by itself (large_file, huge_file, dir_nlink, extra_isize, ...), and
+// tune2fs may too, so only the bits that say where metadata lies are
+// compared (e2fsck -f brings the backups in line with the primary).
 const (
 	layoutCompat   = compatSparseSuper2
-	layoutIncompat = incompatMetaBG | incompat64Bit | incompatFlexBG
-	layoutROCompat = roCompatSparseSuper | roCompatBigalloc | roCompatGDTCsum | roCompatMetadataCsum
+	layoutIncompat = incompatMetaBG | incompat64Bit
+	layoutROCompat = roCompatSparseSuper | roCompatBigalloc
 	sbBlockGroupNr = 0x5A
 )
 
