@@ -19,8 +19,14 @@ demo: build
 bench: build
 	./bench/core.sh
 
-# Short fuzzing runs of every on-disk parser.
+# Short fuzzing runs of every on-disk parser (FUZZTIME each). Large seed
+# images make Go's input minimisation slow, hence -fuzzminimizetime.
+FUZZTIME ?= 30s
+FUZZ = $(GO) test -run='^$$' -fuzzminimizetime=10x -fuzztime=$(FUZZTIME)
 fuzz:
-	$(GO) test -run='^$$' -fuzz=FuzzRead -fuzztime=60s ./internal/layout
-	$(GO) test -run='^$$' -fuzz=FuzzRead -fuzztime=60s ./internal/extfsmap
-	$(GO) test -run='^$$' -fuzz=FuzzRead -fuzztime=60s ./internal/ntfsmap
+	$(FUZZ) -fuzz='^FuzzRead$$' ./internal/layout
+	$(FUZZ) -fuzz='^FuzzRead$$' ./internal/extfsmap
+	$(FUZZ) -fuzz='^FuzzPatch$$' ./internal/extfsmap
+	for f in FuzzRead FuzzBootSector FuzzFixup FuzzRunlist FuzzRecord FuzzScanner; do \
+		$(FUZZ) -fuzz="^$$f\$$" ./internal/ntfsmap || exit 1; done
+	$(FUZZ) -fuzz='^FuzzReadTable$$' ./internal/restore
