@@ -68,8 +68,8 @@ rm -rf tree rm.debugfs
 
 # NTFS: random bytes, quick mkntfs, the same files through ntfs-3g.
 head -c "${NTFS_MB}M" /dev/urandom >ntfs.img
-mkntfs -F -f -Q -q ntfs.img
-ntfs-3g -o no_detach ntfs.img "$mnt" &
+mkntfs -F -f -Q -q ntfs.img >/dev/null 2>&1
+ntfs-3g -o no_detach ntfs.img "$mnt" >/dev/null 2>&1 &
 ntfs3g_pid=$!
 for _ in $(seq 100); do mountpoint -q "$mnt" && break; sleep 0.1; done
 fill_files "$mnt/keep" "$KEEP_MB"
@@ -91,7 +91,7 @@ echo "== zeroing a copy with zerofree and ntfsclone -O"
 cp --sparse=never disk.img zeroed.img
 zerofree ext.img
 dd if=ext.img of=zeroed.img bs=1M seek=1 conv=notrunc status=none
-ntfsclone -q -O ntfs.raw ntfs.img
+ntfsclone -q -O ntfs.raw ntfs.img >/dev/null 2>&1
 dd if=ntfs.raw of=zeroed.img bs=1M seek=$((1 + EXT_MB)) conv=notrunc status=none
 rm -f ext.img ntfs.img ntfs.raw
 differ=$("$pz" cat disk.img | cmp -l - zeroed.img | wc -l || true)

@@ -53,8 +53,8 @@ debugfs -w -f rm.txt ext.img >/dev/null 2>&1
 rm -rf tree rm.txt
 
 head -c 224M /dev/urandom >ntfs.img
-mkntfs -F -f -Q -q -L demo-ntfs ntfs.img
-ntfs-3g -o no_detach ntfs.img "$mnt" &
+mkntfs -F -f -Q -q -L demo-ntfs ntfs.img >/dev/null 2>&1
+ntfs-3g -o no_detach ntfs.img "$mnt" >/dev/null 2>&1 &
 ntfs3g_pid=$!
 for _ in $(seq 100); do mountpoint -q "$mnt" && break; sleep 0.1; done
 randfiles "$mnt/Documents" 3 8
