@@ -1,0 +1,65 @@
+package borg
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestRefAbsolute(t *testing.T) {
+	cwd, _ := os.Getwd()
+	t.Setenv("BORG_REPO", "")
+	for _, c := range []struct{ repo, want string }{
+		{"repo", filepath.Join(cwd, "repo")},
+		{"./a/b", filepath.Join(cwd, "a/b")},
+		{"/abs/repo", "/abs/repo"},
+		{"ssh://user@host:22/./repo", "ssh://user@host:22/./repo"},
+		{"user@host:repo", "user@host:repo"},
+		{"host:/srv/repo", "host:/srv/repo"},
+		{"dir/with:colon", filepath.Join(cwd, "dir/with:colon")},
+		{"", ""},
+	} {
+		if got := (Ref{Repo: c.repo, Archive: "a"}).Absolute(); got.Repo != c.want || got.Archive != "a" {
+			t.Errorf("Absolute(%q) = %+v, want repo %q", c.repo, got, c.want)
+		}
+	}
+	t.Setenv("BORG_REPO", "rel")
+	if got := (Ref{Archive: "a"}).Absolute(); got.Repo != filepath.Join(cwd, "rel") {
+		t.Errorf("relative BORG_REPO: %+v", got)
+	}
+	t.Setenv("BORG_REPO", "/abs")
+	if got := (Ref{Archive: "a"}).Absolute(); got.Repo != "" {
+		t.Errorf("absolute BORG_REPO should stay with borg: %+v", got)
+	}
+}
+
+// Create runs borg in dir with prezero's flags and keeps its exit code.
+func TestCreate(t *testing.T) {
+	dir := t.TempDir()
+	log := filepath.Join(dir, "log")
+	bin := filepath.Join(dir, "borg")
+	script := "#!/bin/sh\necho \"$PWD $*\" > " + log + "\nexit ${FAKE_EXIT:-0}\n"
+	if err := os.WriteFile(bin, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	work := t.TempDir()
+	b := &Borg{Path: bin, Version: "1.2.4", Major: 1}
+	for _, code := range []int{0, 1, 2} {
+		t.Setenv("FAKE_EXIT", string(rune('0'+code)))
+		err := b.Create(work, Ref{Repo: "/r", Archive: "a"}, []string{"--stats"}, []string{"disk.img"})
+		var ee *ExitError
+		switch {
+		case code == 0 && err != nil:
+			t.Fatalf("exit 0: %v", err)
+		case code != 0 && (!errors.As(err, &ee) || ee.Code != code || ee.Warning() != (code == 1)):
+			t.Fatalf("exit %d: %v", code, err)
+		}
+		b, _ := os.ReadFile(log)
+		want := work + " create --read-special --sparse --chunker-params fixed,4194304 --stats /r::a disk.img"
+		if got := strings.TrimSpace(string(b)); got != want {
+			t.Fatalf("borg ran as %q, want %q", got, want)
+		}
+	}
+}
