@@ -342,6 +342,7 @@ func openRestoreSource(ctx context.Context, opts restoreOptions) (*restoreSource
 		return nil, usagef("standard input is a terminal; pipe a stream in (borg extract --stdout ... |), or give --from or --input")
 	}
 	s := &restoreSource{name: "standard input", r: os.Stdin, size: -1, file: os.Stdin}
+	restore.GrowPipe(os.Stdin)
 	if fi, err := os.Stdin.Stat(); err == nil && fi.Mode().IsRegular() {
 		if pos, err := os.Stdin.Seek(0, io.SeekCurrent); err == nil {
 			s.size = fi.Size() - pos
@@ -434,6 +435,9 @@ func (a *borgArchive) Open(ctx context.Context, p string) (io.ReadCloser, error)
 	s, err := a.b.Extract(ctx, a.ref, p)
 	if err != nil {
 		return nil, err
+	}
+	if f, ok := s.Stdout().(*os.File); ok {
+		restore.GrowPipe(f)
 	}
 	a.streams = append(a.streams, s)
 	return s, nil

@@ -144,6 +144,10 @@ func (s *Stream) Close() error {
 	return nil
 }
 
+// Stdout returns the read end of borg's standard output (an *os.File pipe),
+// for tuning; read the Stream itself.
+func (s *Stream) Stdout() io.Reader { return s.stdout }
+
 // Warning returns borg's exit-code-1 warning, if it ended with one.
 func (s *Stream) Warning() *ExitError { return s.warning }
 
