@@ -3,8 +3,10 @@
 # 16 MiB, fully allocated on disk, as borg extract --stdout would deliver
 # it), every figure measured in this one run so ratios are comparable:
 #   1. onto a loop device pre-filled with random bytes: prezero restore
-#      (--input, and from a pipe) vs dd bs=1M and dd bs=1M conv=sparse,
-#      all ending with fsync; each result is compared with the stream;
+#      (--input, and from a pipe) vs dd bs=1M, dd bs=1M conv=sparse (fast
+#      but leaves the old bytes in place: shown as DIFFERS), dd bs=1M
+#      oflag=direct and cat | dd, all ending with fsync; each result is
+#      compared with the stream;
 #   2. onto a new file: prezero restore vs cp --sparse=always (+ sync FILE).
 # Each timing is the best of 3 runs; before each device run the device is
 # refilled with random bytes and re-attached, so every run starts alike.
@@ -83,6 +85,8 @@ run_dev() { # NAME CMD
 }
 run_dev "dd bs=1M" "dd if=$work/stream.img of=$D bs=1M conv=fsync status=none"
 run_dev "dd bs=1M conv=sparse" "dd if=$work/stream.img of=$D bs=1M conv=sparse,fsync status=none"
+run_dev "dd bs=1M oflag=direct" "dd if=$work/stream.img of=$D bs=1M oflag=direct conv=fsync status=none"
+run_dev "cat | dd bs=1M (pipe)" "cat $work/stream.img | dd of=$D bs=1M iflag=fullblock conv=fsync status=none"
 run_dev "prezero restore --input" "$pz restore --input $work/stream.img $D 2>/dev/null"
 run_dev "cat | prezero restore (pipe)" "cat $work/stream.img | $pz restore --expect-size $size $D 2>/dev/null"
 bash "$work/fresh.sh"; "$pz" restore --input "$work/stream.img" "$(cat "$work/dev")" 2>&1 | sed 's/^/    /'; losetup -d "$(cat "$work/dev")"; rm -f "$work/dev"
@@ -102,7 +106,8 @@ run_file "cat | prezero restore (pipe)" "cat $work/stream.img | $pz restore $wor
 echo "== ratios from this run"
 echo "device (dd time / prezero time; goal >= 3):"
 printf '%-48s %6sx\n' "  dd bs=1M / prezero --input" "$(ratio "${T[dev:dd bs=1M]}" "${T[dev:prezero restore --input]}")"
-printf '%-48s %6sx\n' "  dd bs=1M / prezero from a pipe" "$(ratio "${T[dev:dd bs=1M]}" "${T[dev:cat | prezero restore (pipe)]}")"
+printf '%-48s %6sx\n' "  cat | dd bs=1M / cat | prezero (both piped)" "$(ratio "${T[dev:cat | dd bs=1M (pipe)]}" "${T[dev:cat | prezero restore (pipe)]}")"
+printf '%-48s %6sx\n' "  dd bs=1M oflag=direct / prezero --input" "$(ratio "${T[dev:dd bs=1M oflag=direct]}" "${T[dev:prezero restore --input]}")"
 printf '%-48s %6sx\n' "  dd bs=1M conv=sparse (stale bytes!) / prezero" "$(ratio "${T[dev:dd bs=1M conv=sparse]}" "${T[dev:prezero restore --input]}")"
 echo "file (prezero time / cp time; goal <= 1.0):"
 printf '%-48s %6s\n' "  prezero --input / cp --sparse=always" "$(ratio "${T[file:prezero restore --input]}" "${T[file:cp --sparse=always]}")"

@@ -76,6 +76,9 @@ size. A pipe's length is unknown, so writing a pipe to a block device needs
 --expect-size (the item's size: borg list --format '{size}{NL}' REPO::ARCHIVE
 disk.img). --expect-size is checked before writing when the length is known,
 and at the end of the stream otherwise: a shorter or longer stream is an error.
+A pipe cannot tell prezero that the command before it failed: use --from, or
+--expect-size (or at least 'set -o pipefail') so a cut-short stream is caught.
+An empty pipe is refused.
 
 --disk restores header.img first, then each partN.img at the offset the
 header's partition table gives it (GPT with 512- or 4096-byte sectors, or MBR
@@ -202,6 +205,13 @@ func runRestore(ctx context.Context, opts restoreOptions, args []string) error {
 		err = src.plan.Restore(ctx, w, src.archive)
 	} else {
 		_, err = w.ReadFrom(ctx, src.r, size)
+		if err == nil && size < 0 && w.In() == 0 {
+			// Most likely the command before the pipe failed.
+			if t.Created {
+				os.Remove(targetPath)
+			}
+			return fmt.Errorf("%s is empty (did the command before the pipe fail?); nothing was written to %s", src.name, targetPath)
+		}
 	}
 	if err == nil {
 		err = w.Finish(ctx)

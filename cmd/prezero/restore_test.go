@@ -382,6 +382,7 @@ func TestRestoreRefusals(t *testing.T) {
 		{"input onto a smaller device", nil, []string{"--input", f.stream, small}, 2, "nothing was written"},
 		{"pipe of unknown length onto a device", stream[:1<<20], []string{small}, 2, "--expect-size"},
 		{"pipe with --expect-size too big", stream, []string{"--expect-size", strconv.Itoa(len(stream)), small}, 2, "longer than the target"},
+		{"empty pipe", []byte{}, []string{filepath.Join(dir, "x.img")}, 2, "is empty"},
 		{"expect-size mismatch", nil, []string{"--input", f.stream, "--expect-size", "1M", filepath.Join(dir, "x.img")}, 2, "--expect-size is 1048576"},
 		{"no such archive", nil, []string{"--from", f.repo + "::nope", filepath.Join(dir, "y.img")}, 2, "Archive nope does not exist"},
 		{"no such repository", nil, []string{"--from", filepath.Join(dir, "norepo") + "::whole", filepath.Join(dir, "y.img")}, 2, "does not exist"},
