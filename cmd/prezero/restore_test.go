@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -301,7 +302,18 @@ func TestRestoreOntoExistingFile(t *testing.T) {
 	stream := readFile(t, f.stream)
 	out := filepath.Join(t.TempDir(), "old.img")
 	imgtest.RandomFile(t, out, int64(len(stream))+7<<20) // non-sparse, longer
-	f.restore(t, nil, "--input", f.stream, out)
+	o, e, code := f.run(t, nil, prezeroBin(t), "restore", "--json", "--input", f.stream, out)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, e)
+	}
+	var sum restoreSummary
+	if err := json.Unmarshal([]byte(o), &sum); err != nil {
+		t.Fatalf("--json printed %q: %v", o, err)
+	}
+	if sum.StreamBytes != int64(len(stream)) || sum.Covered != int64(len(stream)) || sum.Holes == 0 || sum.Kind != "regular file" ||
+		sum.Written+sum.Zeroed+sum.ZerosWritten+sum.Holes+sum.Skipped != int64(len(stream)) {
+		t.Errorf("--json summary %+v does not add up to the %d-byte stream", sum, len(stream))
+	}
 	got := readFile(t, out)
 	if d := firstDiff(got, stream); d >= 0 {
 		t.Fatalf("restored file (%d bytes) differs from the stream (%d) at %d", len(got), len(stream), d)
