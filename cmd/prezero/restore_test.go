@@ -85,7 +85,7 @@ func (f *restoreFixture) build(t *testing.T) {
 
 	ext := filepath.Join(t.TempDir(), "ext.img")
 	imgtest.Ext(t, ext, rsExtSize)
-	f.extHashes = mountedHashes(t, ext, 0, rsExtSize, "ext4")
+	f.extHashes = rsMountedHashes(t, ext, 0, rsExtSize, "ext4")
 	imgtest.WriteAt(t, f.img, rsExtStart, ext)
 
 	ntfs := filepath.Join(t.TempDir(), "ntfs.img")
@@ -156,8 +156,8 @@ func (f *restoreFixture) restore(t *testing.T, stdin io.Reader, args ...string) 
 	return e
 }
 
-// loop attaches size bytes at off of img to a loop device (read-only if ro).
-func loop(t *testing.T, img string, off, size int64, ro bool) string {
+// rsLoop attaches size bytes at off of img to a loop device (read-only if ro).
+func rsLoop(t *testing.T, img string, off, size int64, ro bool) string {
 	t.Helper()
 	args := []string{"-f", "--show"}
 	if ro {
@@ -171,11 +171,11 @@ func loop(t *testing.T, img string, off, size int64, ro bool) string {
 	return dev
 }
 
-// mountedHashes mounts the filesystem at off in img read-only and hashes
+// rsMountedHashes mounts the filesystem at off in img read-only and hashes
 // every file in it.
-func mountedHashes(t *testing.T, img string, off, size int64, fstype string) map[string]string {
+func rsMountedHashes(t *testing.T, img string, off, size int64, fstype string) map[string]string {
 	t.Helper()
-	dev := loop(t, img, off, size, true)
+	dev := rsLoop(t, img, off, size, true)
 	mnt := t.TempDir()
 	if fstype == "ntfs" {
 		unmount := imgtest.MountNTFS(t, dev, mnt, true)
@@ -188,7 +188,7 @@ func mountedHashes(t *testing.T, img string, off, size int64, fstype string) map
 	return h
 }
 
-func sameHashes(t *testing.T, what string, got, want map[string]string) {
+func rsSameHashes(t *testing.T, what string, got, want map[string]string) {
 	t.Helper()
 	if len(want) == 0 {
 		t.Fatalf("%s: no files to compare", what)
@@ -203,8 +203,8 @@ func sameHashes(t *testing.T, what string, got, want map[string]string) {
 	}
 }
 
-// nonZeroBytes counts the stream's bytes in 4 KiB blocks that are not all zero.
-func nonZeroBytes(b []byte) int64 {
+// rsNonZero counts the stream's bytes in 4 KiB blocks that are not all zero.
+func rsNonZero(b []byte) int64 {
 	var n int64
 	zero := make([]byte, 4096)
 	for off := 0; off < len(b); off += 4096 {
@@ -216,7 +216,7 @@ func nonZeroBytes(b []byte) int64 {
 	return n
 }
 
-func allocated(t *testing.T, p string) int64 {
+func rsAllocated(t *testing.T, p string) int64 {
 	t.Helper()
 	var st syscall.Stat_t
 	if err := syscall.Stat(p, &st); err != nil {
@@ -225,12 +225,12 @@ func allocated(t *testing.T, p string) int64 {
 	return st.Blocks * 512
 }
 
-// randomDevice makes a loop device of size random bytes and returns it.
-func randomDevice(t *testing.T, size int64) (dev, backing string) {
+// rsRandomDevice makes a loop device of size random bytes and returns it.
+func rsRandomDevice(t *testing.T, size int64) (dev, backing string) {
 	t.Helper()
 	backing = filepath.Join(t.TempDir(), "dev.img")
 	imgtest.RandomFile(t, backing, size)
-	return loop(t, backing, 0, 0, false), backing
+	return rsLoop(t, backing, 0, 0, false), backing
 }
 
 func TestRestoreFromBorgToNewFile(t *testing.T) {
@@ -242,7 +242,7 @@ func TestRestoreFromBorgToNewFile(t *testing.T) {
 	if d := firstDiff(got, stream); d >= 0 {
 		t.Fatalf("restored file (%d bytes) differs from 'prezero cat disk' (%d bytes) at %d", len(got), len(stream), d)
 	}
-	nz, alloc := nonZeroBytes(stream), allocated(t, out)
+	nz, alloc := rsNonZero(stream), rsAllocated(t, out)
 	t.Logf("stream %d bytes, non-zero %d, allocated %d", len(stream), nz, alloc)
 	if alloc < nz || alloc > nz+nz/50+1<<20 {
 		t.Errorf("allocated %d bytes for %d non-zero bytes", alloc, nz)
@@ -253,12 +253,12 @@ func TestRestoreFromBorgToNewFile(t *testing.T) {
 		}
 	}
 
-	extDev := loop(t, out, rsExtStart, rsExtSize, true)
+	extDev := rsLoop(t, out, rsExtStart, rsExtSize, true)
 	if o, err := imgtest.Output("e2fsck", "-fn", extDev); err != nil {
 		t.Errorf("e2fsck -fn on the restored ext4 partition: %v\n%s", err, o)
 	}
-	sameHashes(t, "ext4", mountedHashes(t, out, rsExtStart, rsExtSize, "ext4"), f.extHashes)
-	sameHashes(t, "ntfs", mountedHashes(t, out, rsNTFSStart, rsNTFSSize, "ntfs"), f.ntfsHashes)
+	rsSameHashes(t, "ext4", rsMountedHashes(t, out, rsExtStart, rsExtSize, "ext4"), f.extHashes)
+	rsSameHashes(t, "ntfs", rsMountedHashes(t, out, rsNTFSStart, rsNTFSSize, "ntfs"), f.ntfsHashes)
 }
 
 func TestRestoreOntoRandomDevice(t *testing.T) {
@@ -275,7 +275,7 @@ func TestRestoreOntoRandomDevice(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			dev, backing := randomDevice(t, int64(len(stream))+5<<20)
+			dev, backing := rsRandomDevice(t, int64(len(stream))+5<<20)
 			before := readFile(t, backing)
 			var stdin io.Reader
 			if tc.stdin != nil {
@@ -318,7 +318,7 @@ func TestRestoreOntoExistingFile(t *testing.T) {
 	if d := firstDiff(got, stream); d >= 0 {
 		t.Fatalf("restored file (%d bytes) differs from the stream (%d) at %d", len(got), len(stream), d)
 	}
-	nz, alloc := nonZeroBytes(stream), allocated(t, out)
+	nz, alloc := rsNonZero(stream), rsAllocated(t, out)
 	if alloc > nz+1<<20 {
 		t.Errorf("allocated %d bytes for %d non-zero bytes: zero runs were not punched", alloc, nz)
 	}
@@ -346,7 +346,7 @@ func TestRestorePartitionsArchive(t *testing.T) {
 	}
 	for _, extra := range []int64{0, 8 << 20} {
 		t.Run(fmt.Sprintf("device %d MiB larger", extra>>20), func(t *testing.T) {
-			dev, backing := randomDevice(t, rsDiskSize+extra)
+			dev, backing := rsRandomDevice(t, rsDiskSize+extra)
 			before := readFile(t, backing)
 			f.restore(t, nil, "--from", f.repo+"::parts", "--disk", dev)
 			if extra == 0 {
@@ -373,7 +373,7 @@ func TestRestorePartitionsArchive(t *testing.T) {
 func TestRestoreRefusals(t *testing.T) {
 	f := restoreFix(t)
 	stream := readFile(t, f.stream)
-	small, smallBacking := randomDevice(t, 32<<20)
+	small, smallBacking := rsRandomDevice(t, 32<<20)
 	smallHash := imgtest.SHA256File(t, smallBacking)
 	unchanged := func(t *testing.T) {
 		t.Helper()
@@ -424,7 +424,7 @@ func TestRestoreRefusals(t *testing.T) {
 	t.Run("mounted target", func(t *testing.T) {
 		work := filepath.Join(t.TempDir(), "work.img")
 		imgtest.CopyFile(t, work, f.img)
-		dev := loop(t, work, rsExtStart, rsExtSize, false)
+		dev := rsLoop(t, work, rsExtStart, rsExtSize, false)
 		mnt := t.TempDir()
 		imgtest.Run(t, "mount", "-o", "ro,noload", dev, mnt)
 		defer imgtest.Run(t, "umount", mnt)
@@ -437,9 +437,9 @@ func TestRestoreRefusals(t *testing.T) {
 	})
 }
 
-// fakeBorg writes a script that answers like borg: version, a one-item
+// rsFakeBorg writes a script that answers like borg: version, a one-item
 // list, and an extract that writes half its item, then fails with code.
-func fakeBorg(t *testing.T, extractCode int, full bool) string {
+func rsFakeBorg(t *testing.T, extractCode int, full bool) string {
 	t.Helper()
 	n := 4096
 	if !full {
@@ -474,7 +474,7 @@ func TestRestoreBorgExitCodes(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			out := filepath.Join(t.TempDir(), "out.img")
-			_, eb, code := runPrezero(t, "restore", "--borg", fakeBorg(t, tc.code, tc.full), "--from", "repo::a", out)
+			_, eb, code := runPrezero(t, "restore", "--borg", rsFakeBorg(t, tc.code, tc.full), "--from", "repo::a", out)
 			e := string(eb)
 			if code != tc.wantExit || !strings.Contains(e, tc.wantInErr) {
 				t.Errorf("exit %d, stderr:\n%s\nwant exit %d and %q", code, e, tc.wantExit, tc.wantInErr)
