@@ -147,6 +147,9 @@ func runRestore(ctx context.Context, opts restoreOptions, args []string) error {
 		return usagef("--path chooses an item of a borg archive; give --from REPO::ARCHIVE")
 	}
 
+	if err := restore.CheckBlockSize(int(opts.blockSize)); err != nil {
+		return usagef("--block-size: %v", err)
+	}
 	// Find the stream and, if possible, its length, before opening TARGET.
 	src, err := openRestoreSource(ctx, opts)
 	if err != nil {
@@ -197,7 +200,7 @@ func runRestore(ctx context.Context, opts restoreOptions, args []string) error {
 
 	w, err := restore.NewWriter(t, restore.Options{BlockSize: int(opts.blockSize), AssumeZeroed: opts.assumeZeroed, Limit: limit})
 	if err != nil {
-		return usagef("--block-size: %v", err)
+		return err
 	}
 	start := time.Now()
 	stopProgress := startRestoreProgress(w, size)
@@ -206,6 +209,7 @@ func runRestore(ctx context.Context, opts restoreOptions, args []string) error {
 	} else {
 		_, err = w.ReadFrom(ctx, src.r, size)
 		if err == nil && size < 0 && w.In() == 0 {
+			stopProgress()
 			// Most likely the command before the pipe failed.
 			if t.Created {
 				os.Remove(targetPath)
@@ -335,12 +339,12 @@ func openRestoreSource(ctx context.Context, opts restoreOptions) (*restoreSource
 		if err == nil && fi.IsDir() {
 			err = fmt.Errorf("%s is a directory, not a stream", opts.input)
 		}
-		var size int64
-		if err == nil {
+		size := int64(-1) // a FIFO or character device: unknown
+		if err == nil && (fi.Mode().IsRegular() || fi.Mode()&os.ModeDevice != 0 && fi.Mode()&os.ModeCharDevice == 0) {
 			size, err = f.Seek(0, io.SeekEnd) // block devices too
-		}
-		if err == nil {
-			_, err = f.Seek(0, io.SeekStart)
+			if err == nil {
+				_, err = f.Seek(0, io.SeekStart)
+			}
 		}
 		if err != nil {
 			f.Close()

@@ -101,11 +101,19 @@ func NewWriter(t target, opt Options) (*Writer, error) {
 	if opt.BlockSize == 0 {
 		opt.BlockSize = DefaultBlockSize
 	}
-	bs := opt.BlockSize
-	if bs < 512 || bs > 1<<20 || bs&(bs-1) != 0 {
-		return nil, fmt.Errorf("block size %d is not a power of two from 512 to 1 MiB", bs)
+	if err := CheckBlockSize(opt.BlockSize); err != nil {
+		return nil, err
 	}
-	return &Writer{t: t, opt: opt, zero: make([]byte, bs)}, nil
+	return &Writer{t: t, opt: opt, zero: make([]byte, opt.BlockSize)}, nil
+}
+
+// CheckBlockSize reports whether bs can be a Writer's BlockSize: a power
+// of two from 512 to 1 MiB (bufSize is a multiple of it).
+func CheckBlockSize(bs int) error {
+	if bs < 512 || bs > 1<<20 || bs&(bs-1) != 0 {
+		return fmt.Errorf("block size %d is not a power of two from 512 to 1 MiB", bs)
+	}
+	return nil
 }
 
 // Pos returns how many bytes of the target the Writer has covered.
