@@ -60,10 +60,17 @@ func runBackup(ctx context.Context, opts backupOptions, args []string) (err erro
 	if err != nil {
 		return usagef("%v", err)
 	}
-	b, err := borg.Find(ctx, opts.borgPath)
-	if err != nil {
-		return err
+	// Asking borg its version costs a Python start-up (~0.3 s): do it
+	// while the source is mapped and mounted.
+	type found struct {
+		b   *borg.Borg
+		err error
 	}
+	finding := make(chan found, 1)
+	go func() {
+		b, err := borg.Find(ctx, opts.borgPath)
+		finding <- found{b, err}
+	}()
 	dir, err := os.MkdirTemp("", "prezero-backup-")
 	if err != nil {
 		return err
@@ -85,6 +92,10 @@ func runBackup(ctx context.Context, opts backupOptions, args []string) (err erro
 		}
 		s.wait()
 	}()
+	f := <-finding
+	if f.err != nil {
+		return f.err
+	}
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
@@ -92,7 +103,7 @@ func runBackup(ctx context.Context, opts backupOptions, args []string) (err erro
 	if opts.partitions {
 		paths = s.partFiles()
 	}
-	err = b.Create(dir, ref, extra, paths)
+	err = f.b.Create(dir, ref, extra, paths)
 	var be *borg.ExitError
 	if errors.As(err, &be) {
 		if be.Warning() {
