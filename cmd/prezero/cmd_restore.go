@@ -36,7 +36,7 @@ func (o *restoreOptions) AddFlags(f *pflag.FlagSet) {
 	o.blockSize = restore.DefaultBlockSize
 	o.expectSize = -1
 	f.StringVar(&o.from, "from", "", "run 'borg extract --stdout' on `REPO::ARCHIVE` instead of reading standard input")
-	f.StringVar(&o.path, "path", restore.DiskItem, "with --from: the archive item to restore")
+	f.StringVar(&o.path, "path", restore.DiskItem, "with --from: the archive `ITEM` to restore")
 	f.StringVar(&o.input, "input", "", "read the stream from `FILE` instead of standard input")
 	f.BoolVar(&o.disk, "disk", false, "with --from: TARGET is a whole disk; restore header.img and every partN.img of a --partitions archive at their offsets")
 	f.Var(&o.blockSize, "block-size", "unit of zero detection (power of two, 512 to 1M)")
@@ -44,7 +44,7 @@ func (o *restoreOptions) AddFlags(f *pflag.FlagSet) {
 	f.BoolVar(&o.assumeZeroed, "assume-zeroed", false, "TARGET already reads as zeros: skip zero runs instead of zeroing them (see above)")
 	f.BoolVar(&o.force, "force", false, "write to a TARGET that is in use (held open exclusively, stacked under a device-mapper or loop device); never a mounted one")
 	f.BoolVar(&o.json, "json", false, "print the summary as JSON on standard output")
-	f.StringVar(&o.borgPath, "borg", "", "the borg executable (default: borg, then borg2, on PATH)")
+	f.StringVar(&o.borgPath, "borg", "", "the borg executable to run, a `PATH` (default: borg, else borg2, from $PATH)")
 }
 
 func init() {
@@ -87,16 +87,17 @@ not in header.img). Gaps between partitions are zeroed: the archive does not
 hold them. For GPT the backup table is regenerated from the primary at the
 AlternateLBA the primary names, i.e. where the original disk ended; TARGET
 must be at least that large. On a larger disk, run 'sgdisk -e' (or accept
-fdisk's offer) afterwards to move the backup table to the end.
+fdisk's offer) afterwards to move the backup table to the end. An MBR does
+not record the disk's size: the restore ends with the last partition.
 
---assume-zeroed is safe only if TARGET already reads as zeros everywhere:
-a new sparse file, a brand-new thin-provisioned volume (LVM thin, a new
-cloud disk, a fresh zvol), or a device you have just discarded with
-'blkdiscard -z' (or plain 'blkdiscard' on a device whose discard is
-documented to zero: check 'lsblk -D' and the device's DISCARD_ZEROES
-behaviour; most SSDs do not guarantee it). Anywhere else old data shows
-through the stream's zero runs: a restored filesystem is then wrong wherever
-it trusted free blocks or sparse files to be zero.
+--assume-zeroed is safe only if TARGET already reads as zeros everywhere the
+stream is zero: a brand-new thin-provisioned volume (LVM thin with zeroing, a
+new cloud or VM disk, a new zvol), an existing file just truncated to 0
+bytes, or a device discarded with 'blkdiscard' that guarantees zeros after a
+discard (not all SSDs do; check with: cmp -n BYTES /dev/zero TARGET). A new
+file needs no option: it starts as one hole. Anywhere else old data shows
+through the stream's zero runs, and the restored filesystem is wrong wherever
+it trusts free blocks or sparse files to read as zeros.
 
 TARGET is refused if it is mounted or active swap (itself, a partition of it,
 or for a file: the file a loop device or FUSE mount uses), and if it is in use
