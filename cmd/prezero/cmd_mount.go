@@ -6,6 +6,7 @@ import (
 	"log"
 	"log/syslog"
 	"os"
+	"sync/atomic"
 
 	"github.com/spf13/pflag"
 )
@@ -64,9 +65,16 @@ func runMount(ctx context.Context, opts mountOptions, args []string) error {
 	if !opts.foreground && !inChild {
 		return daemonize(ctx, opts, src, dir)
 	}
-	logf := func(format string, a ...any) { fmt.Fprintf(os.Stderr, "prezero mount: "+format+"\n", a...) }
-	if inChild {
-		logf = backgroundLog(opts.logFile)
+	// Until the mount is ready, stderr reaches the user (a background
+	// server's is relayed by the starting command); after that a
+	// background server logs to --log-file or syslog.
+	var bg atomic.Pointer[func(string, ...any)]
+	logf := func(format string, a ...any) {
+		if l := bg.Load(); l != nil {
+			(*l)(format, a...)
+			return
+		}
+		fmt.Fprintf(os.Stderr, "prezero mount: "+format+"\n", a...)
 	}
 	s, err := serve(src, dir, opts.serveOptions, logf)
 	if err != nil {
@@ -77,16 +85,18 @@ func runMount(ctx context.Context, opts mountOptions, args []string) error {
 	}
 	defer s.close()
 	if inChild {
+		l := backgroundLog(opts.logFile)
+		bg.Store(&l)
 		reportReady(ready)
 		// Keep no directory busy, as daemons do; paths were made absolute.
 		os.Chdir("/")
 	}
-	return serveUntilDone(ctx, s, logf)
+	return serveUntilDone(ctx, s)
 }
 
 // serveUntilDone serves until the mount is unmounted from outside, or
 // until ctx is cancelled (SIGINT, SIGTERM), which unmounts it.
-func serveUntilDone(ctx context.Context, s *served, logf func(string, ...any)) error {
+func serveUntilDone(ctx context.Context, s *served) error {
 	done := make(chan struct{})
 	go func() { s.wait(); close(done) }()
 	select {

@@ -357,40 +357,54 @@ func TestMountAsUser(t *testing.T) {
 
 func TestMountSourceChanges(t *testing.T) {
 	img := gptImage(t)
-	changing := filepath.Join(t.TempDir(), "disk.img")
-	imgtest.CopyFile(t, changing, img)
-	dir := t.TempDir()
-	cmd := exec.Command(prezeroBin(t), "mount", "-f", changing, dir)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		cmd.Wait()
-	}()
-	eventually(t, "the mount", func() bool { return mountedAt(t, dir) == "fuse.prezero" })
-	f, err := os.Open(filepath.Join(dir, "part1.img"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	buf := make([]byte, 1<<20)
-	if _, err := f.ReadAt(buf, 0); err != nil {
-		t.Fatalf("read before the change: %v", err)
-	}
-	w, err := os.OpenFile(changing, os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w.WriteAt([]byte("changed"), rawStart+100)
-	w.Close()
-	if _, err := f.ReadAt(buf, 0); !errors.Is(err, syscall.EIO) {
-		t.Fatalf("read after the source changed: %v, want EIO", err)
-	}
-	if !strings.Contains(stderr.String(), "source changed") {
-		t.Errorf("no error logged; stderr:\n%s", stderr.String())
+	for _, background := range []bool{false, true} {
+		name := map[bool]string{false: "foreground, logs to stderr", true: "background, --log-file"}[background]
+		t.Run(name, func(t *testing.T) {
+			changing := filepath.Join(t.TempDir(), "disk.img")
+			imgtest.CopyFile(t, changing, img)
+			dir := t.TempDir()
+			logFile := filepath.Join(t.TempDir(), "log")
+			var stderr bytes.Buffer
+			if background {
+				mountBG(t, changing, dir, "--log-file", logFile)
+			} else {
+				cmd := exec.Command(prezeroBin(t), "mount", "-f", changing, dir)
+				cmd.Stderr = &stderr
+				if err := cmd.Start(); err != nil {
+					t.Fatal(err)
+				}
+				defer func() {
+					cmd.Process.Signal(syscall.SIGTERM)
+					cmd.Wait()
+				}()
+				eventually(t, "the mount", func() bool { return mountedAt(t, dir) == "fuse.prezero" })
+			}
+			f, err := os.Open(filepath.Join(dir, "part1.img"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			buf := make([]byte, 1<<20)
+			if _, err := f.ReadAt(buf, 0); err != nil {
+				t.Fatalf("read before the change: %v", err)
+			}
+			w, err := os.OpenFile(changing, os.O_WRONLY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			w.WriteAt([]byte("changed"), rawStart+100)
+			w.Close()
+			if _, err := f.ReadAt(buf, 0); !errors.Is(err, syscall.EIO) {
+				t.Fatalf("read after the source changed: %v, want EIO", err)
+			}
+			logged := stderr.String()
+			if background {
+				logged = string(readFile(t, logFile))
+			}
+			if !strings.Contains(logged, "source changed") || !strings.Contains(logged, changing) {
+				t.Errorf("no error logged; log:\n%s", logged)
+			}
+		})
 	}
 }
 

@@ -37,28 +37,34 @@ func readyPipe() (*os.File, bool) {
 }
 
 // reportReady tells the starting command that the mount is ready, after
-// pointing stderr, which it relays to the user, at /dev/null: later errors
-// go to the background log.
+// pointing stderr, which that command relays to the user, at /dev/null:
+// from now on errors go to the background log.
 func reportReady(w *os.File) {
-	if null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0); err == nil {
-		unix.Dup3(int(null.Fd()), 2, 0)
-		null.Close()
-	}
+	silenceStderr()
 	fmt.Fprintln(w, "ready")
 	w.Close()
 }
 
 // reportNotReady sends err to the starting command, which prints it, and
-// returns the error this process exits with, silently.
+// returns it with its exit code; stderr is silenced first so that it is
+// not printed twice.
 func reportNotReady(w *os.File, err error) error {
 	code := 2
 	var ee *exitError
 	if errors.As(err, &ee) {
 		code = ee.code
 	}
+	silenceStderr()
 	fmt.Fprintf(w, "error %d\n%v", code, err)
 	w.Close()
-	return &exitError{code: code}
+	return &exitError{code: code, err: err}
+}
+
+func silenceStderr() {
+	if null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0); err == nil {
+		unix.Dup3(int(null.Fd()), 2, 0)
+		null.Close()
+	}
 }
 
 // daemonize runs this command again as a background mount server in a new
