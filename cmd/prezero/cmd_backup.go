@@ -41,8 +41,14 @@ usual and BORG_* variables are passed through. Borg 1.x is called with
 REPO::ARCHIVE, borg 2 with -r REPO create ARCHIVE; an empty REPO (::ARCHIVE)
 leaves the repository to BORG_REPO.
 
-The mount is removed on success, on error and on Ctrl-C (which borg receives
-too). Exit codes are borg's: 0 success, 1 warning, 2 error, 128+N signal.`,
+borg runs inside the mount: a relative REPO is made absolute, but relative
+paths in BORG_CREATE_ARGS (--patterns-from ...) are not. If you change the
+chunk size with --chunker-params, give the same size to --hole-align.
+
+The mount is removed on success, on error and on Ctrl-C, which borg receives
+too: borg 1.x answers a first Ctrl-C with a checkpoint and finishes the image
+it is reading; a second one stops it at once. Exit codes are borg's: 0
+success, 1 warning, 2 error, 128+N signal.`,
 		flags: opts.AddFlags,
 		run:   func(ctx context.Context, args []string) error { return runBackup(ctx, opts, args) },
 	})
