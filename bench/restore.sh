@@ -8,10 +8,12 @@
 #      oflag=direct and cat | dd, all ending with fsync; each result is
 #      compared with the stream;
 #   2. onto a new file: prezero restore vs cp --sparse=always (+ sync FILE).
-# Each timing is the best of 3 runs; before each device run the device is
-# refilled with random bytes and re-attached, so every run starts alike.
+# Each timing is the median of RUNS (5) runs, with min and max; before each
+# device run the device is refilled with random bytes and re-attached, so
+# every run starts alike.
 # Needs root (losetup), coreutils, python3, bc.
-# Usage: bench/restore.sh [WORKDIR]   (about 4 GiB of scratch space)
+# Usage: [RUNS=5] [SIZE_MB=1024] [ZERO_PCT=70] bench/restore.sh [WORKDIR]
+#        (about 4 GiB of scratch space)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 work=${1:-$(mktemp -d /var/tmp/prezero-restore-bench.XXXXXX)}
@@ -25,16 +27,18 @@ SIZE_MB=${SIZE_MB:-1024}
 ZERO_PCT=${ZERO_PCT:-70}
 
 now() { date +%s.%N; }
-# best_of SETUP CMD: the best wall time of 3 runs of CMD, each after SETUP.
-best_of() {
-	local best=999999 t0 t1 d
-	for _ in 1 2 3; do
+RUNS=${RUNS:-5}
+# median_of SETUP CMD: runs CMD $RUNS times, each after SETUP, and prints
+# "MEDIAN MIN MAX" wall seconds. The median, not the best: on a shared VM a
+# write-back cache below the loop device makes single runs very uneven.
+median_of() {
+	local t0 t1 ts=()
+	for _ in $(seq "$RUNS"); do
 		bash -c "$1"
 		t0=$(now); bash -c "$2"; t1=$(now)
-		d=$(echo "$t1 - $t0" | bc -l)
-		if (( $(echo "$d < $best" | bc -l) )); then best=$d; fi
+		ts+=("$(echo "$t1 - $t0" | bc -l)")
 	done
-	echo "$best"
+	printf '%s\n' "${ts[@]}" | sort -g | awk '{a[NR]=$1} END {printf "%s %s %s\n", a[int((NR+1)/2)], a[1], a[NR]}'
 }
 mbps() { echo "scale=0; $SIZE_MB / $1" | bc -l; }
 ratio() { echo "scale=2; $1 / $2" | bc -l; }
@@ -76,12 +80,12 @@ check_device() { # NAME: compare the device (through its backing file) with the 
 }
 D='$(cat '"$work"'/dev)'
 
-echo "== onto a loop device pre-filled with random bytes (best of 3, with fsync)"
-printf '%-34s %8s %8s  %s\n' method seconds "MB/s" result
+echo "== onto a loop device pre-filled with random bytes (median of $RUNS, with fsync)"
+printf '%-34s %6s %13s %6s  %s\n' method seconds "(min-max)" "MB/s" result
 declare -A T
 run_dev() { # NAME CMD
-	local t; t=$(best_of "bash $work/fresh.sh" "$2"); T["dev:$1"]=$t
-	printf '%-34s %8.2f %8s  %s\n' "$1" "$t" "$(mbps "$t")" "$(check_device)"
+	local t lo hi; read -r t lo hi < <(median_of "bash $work/fresh.sh" "$2"); T["dev:$1"]=$t
+	printf '%-34s %6.2f (%5.2f-%5.2f) %6s  %s\n' "$1" "$t" "$lo" "$hi" "$(mbps "$t")" "$(check_device)"
 }
 run_dev "dd bs=1M" "dd if=$work/stream.img of=$D bs=1M conv=fsync status=none"
 run_dev "dd bs=1M conv=sparse" "dd if=$work/stream.img of=$D bs=1M conv=sparse,fsync status=none"
@@ -91,12 +95,12 @@ run_dev "prezero restore --input" "$pz restore --input $work/stream.img $D 2>/de
 run_dev "cat | prezero restore (pipe)" "cat $work/stream.img | $pz restore --expect-size $size $D 2>/dev/null"
 bash "$work/fresh.sh"; "$pz" restore --input "$work/stream.img" "$(cat "$work/dev")" 2>&1 | sed 's/^/    /'; losetup -d "$(cat "$work/dev")"; rm -f "$work/dev"
 
-echo "== onto a new file (best of 3; cp followed by 'sync FILE' to match prezero's fsync)"
-printf '%-34s %8s %8s  %s\n' method seconds "MB/s" "allocated MiB"
+echo "== onto a new file (median of $RUNS; cp followed by 'sync FILE' to match prezero's fsync)"
+printf '%-34s %6s %13s %6s  %s\n' method seconds "(min-max)" "MB/s" "allocated MiB"
 run_file() { # NAME CMD
-	local t; t=$(best_of "rm -f $work/out.img" "$2"); T["file:$1"]=$t
+	local t lo hi; read -r t lo hi < <(median_of "rm -f $work/out.img; sync" "$2"); T["file:$1"]=$t
 	local ok="identical"; cmp -s "$work/stream.img" "$work/out.img" || ok="DIFFERS"
-	printf '%-34s %8.2f %8s  %s, %s\n' "$1" "$t" "$(mbps "$t")" "$(( $(stat -c %b "$work/out.img") * 512 >> 20 ))" "$ok"
+	printf '%-34s %6.2f (%5.2f-%5.2f) %6s  %s, %s\n' "$1" "$t" "$lo" "$hi" "$(mbps "$t")" "$(( $(stat -c %b "$work/out.img") * 512 >> 20 ))" "$ok"
 }
 run_file "cp --sparse=always" "cp --sparse=always $work/stream.img $work/out.img"
 run_file "cp --sparse=always + sync FILE" "cp --sparse=always $work/stream.img $work/out.img && sync $work/out.img"
