@@ -99,11 +99,11 @@ func runBackup(ctx context.Context, opts backupOptions, args []string) (err erro
 		s.wait()
 	}()
 	f := <-finding
-	if f.err != nil {
-		return f.err
-	}
 	if ctx.Err() != nil {
 		return ctx.Err()
+	}
+	if f.err != nil {
+		return f.err
 	}
 	paths := []string{"disk.img"}
 	if opts.partitions {

@@ -208,7 +208,7 @@ func TestBackupInterrupted(t *testing.T) {
 		args     []string
 		mustFail bool
 	}{
-		{"SIGINT", []syscall.Signal{syscall.SIGINT}, nil, false},
+		{"SIGINT", []syscall.Signal{syscall.SIGINT}, []string{"--", "--compression", "zlib,6"}, false},
 		{"SIGINT twice", []syscall.Signal{syscall.SIGINT, syscall.SIGINT}, []string{"--", "--compression", "lzma,9"}, true},
 		{"SIGTERM", []syscall.Signal{syscall.SIGTERM}, []string{"--", "--compression", "lzma,9"}, true},
 	} {
@@ -224,14 +224,14 @@ func TestBackupInterrupted(t *testing.T) {
 			}
 			exited := make(chan error, 1)
 			go func() { exited <- cmd.Wait() }()
-			eventually(t, "borg reading the mount", func() bool { return openUnder(tmp) })
+			eventually(t, "borg create reading the mount", func() bool { return openUnder(tmp, "create") })
 			for _, sig := range c.sigs {
 				cmd.Process.Signal(sig)
 				time.Sleep(500 * time.Millisecond)
 			}
 			select {
 			case err := <-exited:
-				t.Logf("exit: %v", err)
+				t.Logf("exit: %v\n%s", err, stderr.String())
 				if err == nil && c.mustFail {
 					t.Fatalf("backup exited 0 after %v\n%s", c.sigs, stderr.String())
 				}
@@ -246,7 +246,7 @@ func TestBackupInterrupted(t *testing.T) {
 			if left, _ := filepath.Glob(filepath.Join(tmp, "prezero-backup-*")); len(left) > 0 {
 				t.Fatalf("left in TMPDIR: %v", left)
 			}
-			if openUnder(tmp) {
+			if openUnder(tmp, "") {
 				t.Fatal("a process still has the mount's files open")
 			}
 			runEnv(t, env, b.Path, "list", repo) // not locked
@@ -254,11 +254,17 @@ func TestBackupInterrupted(t *testing.T) {
 	}
 }
 
-// openUnder reports whether any process has a file under dir open.
-func openUnder(dir string) bool {
+// openUnder reports whether a process whose command line contains word
+// has a file under dir open.
+func openUnder(dir, word string) bool {
 	fds, _ := filepath.Glob("/proc/[0-9]*/fd/*")
 	for _, fd := range fds {
-		if l, err := os.Readlink(fd); err == nil && strings.HasPrefix(l, dir+"/") {
+		l, err := os.Readlink(fd)
+		if err != nil || !strings.HasPrefix(l, dir+"/") {
+			continue
+		}
+		cmdline, _ := os.ReadFile(filepath.Join(filepath.Dir(filepath.Dir(fd)), "cmdline"))
+		if strings.Contains(string(cmdline), word) {
 			return true
 		}
 	}

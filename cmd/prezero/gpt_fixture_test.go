@@ -31,7 +31,6 @@ const (
 var (
 	gptOnce sync.Once
 	gptPath string
-	gptErr  string
 )
 
 // gptImage returns the fixture, built once per test run next to the test
@@ -43,20 +42,13 @@ func gptImage(t *testing.T) string {
 	gptOnce.Do(func() {
 		dir := filepath.Join(filepath.Dir(prezeroBin(t)), "gpt")
 		if err := os.MkdirAll(dir, 0o755); err != nil {
-			gptErr = err.Error()
-			return
+			t.Fatal(err)
 		}
-		// Run the build in a subtest-like scope: a failure is recorded
-		// once and reported by every test that needs the image.
-		ok := t.Run("build GPT fixture", func(t *testing.T) { buildGPT(t, dir) })
-		if !ok {
-			gptErr = "building the GPT fixture failed"
-			return
-		}
+		buildGPT(t, dir) // a failure ends this test and leaves gptPath empty
 		gptPath = filepath.Join(dir, "disk.img")
 	})
-	if gptErr != "" {
-		t.Fatal(gptErr)
+	if gptPath == "" {
+		t.Fatal("the GPT fixture could not be built: see the first test that needed it")
 	}
 	return gptPath
 }
