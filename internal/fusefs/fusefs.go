@@ -94,7 +94,9 @@ func (r *Root) fsOptions() *fs.Options {
 		// Replies are built in memory; splicing them through a pipe only
 		// adds copies, and 1 MiB replies do not fit the default pipe.
 		DisableSplice: true,
-		Options:       []string{"default_permissions"},
+		// Let programs mmap the files despite FOPEN_DIRECT_IO (Linux 6.6+).
+		ExtraCapabilities: fuse.CAP_DIRECT_IO_ALLOW_MMAP,
+		Options:           []string{"default_permissions"},
 	}
 	if os.Geteuid() == 0 {
 		// mount(2) wants read-only as a flag, fusermount3 as "-o ro".

@@ -367,3 +367,24 @@ func TestMountRequestSize(t *testing.T) {
 		t.Errorf("st_blksize %d, want %d", st.Blksize, ioBlockSize)
 	}
 }
+
+// Direct I/O files can still be mapped (shared, read-only), where the
+// kernel allows it.
+func TestMountMmap(t *testing.T) {
+	s := newSynthetic(t, 8*align+100, 8)
+	want := s.want()
+	dir := mountT(t, []File{{Name: "disk.img", Stream: s.stream()}}, Options{})
+	f, err := os.Open(filepath.Join(dir, "disk.img"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	m, err := syscall.Mmap(int(f.Fd()), 0, len(want), syscall.PROT_READ, syscall.MAP_SHARED)
+	if err != nil {
+		t.Fatalf("mmap: %v", err)
+	}
+	defer syscall.Munmap(m)
+	if !bytes.Equal(m, want) {
+		t.Fatal("mapped bytes differ from the zeroed stream")
+	}
+}
