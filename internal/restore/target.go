@@ -42,12 +42,10 @@ const (
 	deviceMinZero = 256 << 10
 	// maxZeroCall caps one zeroing call, so Ctrl-C is seen between calls.
 	maxZeroCall = 1 << 30
-	// zeroAlign aligns the ranges given to the kernel: a page, a multiple of
-	// every logical sector size Linux supports.
-	zeroAlign = 4096
-	// directAlign aligns O_DIRECT writes: a page, so that no page is
-	// shared with a buffered write, and a multiple of every sector size.
-	directAlign = 4096
+	// minAlign is the least alignment of the ranges given to the kernel
+	// (BLKZEROOUT, O_DIRECT writes): a page, so that no page is shared
+	// with a buffered write. A device with larger logical sectors raises it.
+	minAlign = 4096
 )
 
 // zeroBuf is written where zeros must be written. A large allocation, so
@@ -64,6 +62,7 @@ type Target struct {
 
 	f           *os.File
 	direct      *os.File // the device again, O_DIRECT: for aligned writes
+	align       int64    // of BLKZEROOUT ranges and O_DIRECT writes
 	noZeroout   bool     // BLKZEROOUT is not supported
 	noZeroRange bool     // fallocate ZERO_RANGE is not supported
 	noPunch     bool     // fallocate PUNCH_HOLE is not supported
@@ -163,7 +162,10 @@ func openDevice(path string, rdev uint64, opt OpenOptions) (*Target, error) {
 		f.Close()
 		return nil, fmt.Errorf("%s: reading the device size (BLKGETSIZE64): %w", path, err)
 	}
-	t := &Target{Path: path, Kind: Device, Size: int64(size), InUse: inUse, f: f}
+	t := &Target{Path: path, Kind: Device, Size: int64(size), InUse: inUse, f: f, align: minAlign}
+	if lbs, err := unix.IoctlGetInt(int(f.Fd()), unix.BLKSSZGET); err == nil && lbs > minAlign && lbs&(lbs-1) == 0 {
+		t.align = int64(lbs)
+	}
 	// Large aligned writes bypass the page cache: on a device that nobody
 	// reads during the restore, caching them is only a copy. The exclusive
 	// open above already keeps others out; this one is not exclusive.
@@ -181,14 +183,15 @@ func (t *Target) Close() error {
 	return t.f.Close()
 }
 
-// WriteAt implements io.WriterAt. On a device, writes aligned to
-// directAlign in offset, length and memory go through O_DIRECT. Others go
+// WriteAt implements io.WriterAt. On a device, writes aligned to the
+// device's alignment in offset and length, and to a page in memory, go
+// through O_DIRECT. Others go
 // through the page cache, and their writeback is started at once
 // (sync_file_range WRITE, which does not wait), so the disk works while the
 // next buffer is read and the final fsync has little left to do.
 func (t *Target) WriteAt(p []byte, off int64) (int, error) {
-	if t.direct != nil && len(p) > 0 && off%directAlign == 0 && len(p)%directAlign == 0 &&
-		uintptr(unsafe.Pointer(&p[0]))%directAlign == 0 {
+	if t.direct != nil && len(p) > 0 && off%t.align == 0 && int64(len(p))%t.align == 0 &&
+		int64(uintptr(unsafe.Pointer(&p[0])))%minAlign == 0 {
 		return t.direct.WriteAt(p, off)
 	}
 	n, err := t.f.WriteAt(p, off)
@@ -253,8 +256,8 @@ func (t *Target) zeroFile(ctx context.Context, off, n int64, st *Stats) error {
 // plain zeros at unaligned edges and for short runs.
 func (t *Target) zeroDevice(ctx context.Context, off, n int64, st *Stats) error {
 	end := off + n
-	a := (off + zeroAlign - 1) / zeroAlign * zeroAlign
-	b := end / zeroAlign * zeroAlign
+	a := (off + t.align - 1) / t.align * t.align
+	b := end / t.align * t.align
 	if n < deviceMinZero || a >= b {
 		return t.writeZeros(ctx, off, n, st)
 	}
