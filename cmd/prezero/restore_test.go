@@ -56,12 +56,13 @@ func restoreFix(t *testing.T) *restoreFixture {
 	imgtest.NeedRoot(t)
 	imgtest.Need(t, "borg", "sfdisk", "mkfs.ext4", "debugfs", "e2fsck", "mkntfs", "ntfs-3g", "losetup", "mount", "umount")
 	rsOnce.Do(func() {
+		// Built in the first test that needs it, not in a subtest, so
+		// that -run filters cannot skip the build. If it fails, that test
+		// fails with the reason and the others with rsErr.
+		rsErr = "building the restore fixture failed (see the first restore test)"
 		f := &restoreFixture{dir: filepath.Join(filepath.Dir(prezeroBin(t)), "restore")}
-		if !t.Run("build restore fixture", func(t *testing.T) { f.build(t) }) {
-			rsErr = "building the restore fixture failed"
-			return
-		}
-		rsFix = f
+		f.build(t)
+		rsFix, rsErr = f, ""
 	})
 	if rsErr != "" {
 		t.Fatal(rsErr)
