@@ -62,6 +62,14 @@ func (m *mapper) mapGroups(meta *freemap.Map) error {
 			m.fallback(g, "block bitmap at byte %d shows %d free clusters but the descriptor counts %d", off, free, want)
 			continue
 		}
+		// The group's own metadata (superblock copy, descriptors, bitmaps
+		// and inode tables placed here) is always marked in a real bitmap.
+		// A block that is not a bitmap, or a stale one, almost never marks
+		// all of it: such a bitmap is not trusted.
+		if c, ok := unmarkedMetadata(bitmap, start, cs, nbits, used); !ok {
+			m.fallback(g, "block bitmap at byte %d marks metadata cluster %d free", off, c)
+			continue
+		}
 		for i := nextBit(bitmap, 0, nbits, false); i < nbits; {
 			j := nextBit(bitmap, i, nbits, true)
 			m.emit(start+int64(i)*cs, min(start+int64(j)*cs, end), used, &k)
@@ -150,6 +158,20 @@ func (s *superblock) checkBitmapLoc(g, blk uint64) string {
 		}
 	}
 	return ""
+}
+
+// unmarkedMetadata checks that every cluster of the used ranges (which lie
+// inside the group starting at byte start) is set in the group's bitmap. It
+// returns the first clear one's index within the group and false otherwise.
+func unmarkedMetadata(bitmap []byte, start, cs int64, nbits uint64, used []byteRange) (uint64, bool) {
+	for _, r := range used {
+		i := uint64((r.start - start) / cs)
+		j := min(uint64((r.end-start+cs-1)/cs), nbits)
+		if c := nextBit(bitmap, i, j, false); c < j {
+			return c, false
+		}
+	}
+	return 0, true
 }
 
 // nextBit returns the index of the first bit >= i and < n of bitmap bm that
