@@ -18,6 +18,8 @@ demo: build
 
 bench: build
 	./bench/core.sh
+	./bench/backup.sh
+	./bench/restore.sh
 
 # Short fuzzing runs of every on-disk parser (FUZZTIME each). Large seed
 # images make Go's input minimisation slow, hence -fuzzminimizetime.
