@@ -48,7 +48,7 @@ type served struct {
 // header.img and partN.img, numbered as 'prezero map' shows.
 func serve(path, dir string, o serveOptions, logf func(string, ...any)) (*served, error) {
 	if !o.force {
-		if err := inuse.Check(path); err != nil {
+		if err := inuse.Check(path, inuse.Writable); err != nil {
 			return nil, err
 		}
 	}

@@ -11,6 +11,8 @@
 //   - A stream longer than a block device is refused before anything is
 //     written, so its length must be known first (see Writer.Limit).
 //   - A mounted target is always refused; one merely in use only without force.
+//     Package inuse decides both (inuse.Check with inuse.Any; inuse.Stacked,
+//     inuse.Loops), the same code that guards a source before it is read.
 //
 // It reads plain bytes and knows nothing of filesystems, so it does not
 // import source. It reads partition tables only to put a --partitions

@@ -11,6 +11,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/prezero/prezero/internal/inuse"
 )
 
 // Kind is what a target is.
@@ -94,7 +96,7 @@ func Open(path string, opt OpenOptions) (*Target, error) {
 	case fi.Mode().IsRegular():
 		return openFile(path, st, opt)
 	case fi.Mode()&os.ModeDevice != 0 && fi.Mode()&os.ModeCharDevice == 0:
-		return openDevice(path, st.Rdev, opt)
+		return openDevice(path, opt)
 	case fi.IsDir():
 		return nil, fmt.Errorf("%s is a directory; give a file or block device to restore to", path)
 	}
@@ -116,10 +118,36 @@ func create(path string) (*Target, error) {
 	return &Target{Path: path, Kind: File, Created: true, f: f}, nil
 }
 
+// checkMounted refuses a target that is mounted (read-only too), used as
+// swap, or the backing file of a loop device that is; Force does not
+// override it.
+func checkMounted(path string) error {
+	err := inuse.Check(path, inuse.Any)
+	var ie *inuse.Error
+	switch {
+	case errors.As(err, &ie):
+		return fmt.Errorf("%w: %w", ErrMounted, err)
+	case err != nil:
+		return fmt.Errorf("cannot check whether %s is mounted: %w", path, err)
+	}
+	return nil
+}
+
 func openFile(path string, st *syscall.Stat_t, opt OpenOptions) (*Target, error) {
-	inUse, err := checkFile(path, st)
+	if err := checkMounted(path); err != nil {
+		return nil, err
+	}
+	loops, err := inuse.Loops(path)
 	if err != nil {
 		return nil, err
+	}
+	var inUse string
+	switch len(loops) {
+	case 0:
+	case 1:
+		inUse = "backs the loop device " + loops[0]
+	default:
+		inUse = "backs the loop devices " + strings.Join(loops, ", ")
 	}
 	if inUse != "" && !opt.Force {
 		return nil, fmt.Errorf("%w: %s %s; detach it first, or pass --force if you are sure nothing reads it", ErrInUse, path, inUse)
@@ -131,13 +159,17 @@ func openFile(path string, st *syscall.Stat_t, opt OpenOptions) (*Target, error)
 	return &Target{Path: path, Kind: File, Size: st.Size, InUse: inUse, f: f}, nil
 }
 
-func openDevice(path string, rdev uint64, opt OpenOptions) (*Target, error) {
-	if err := checkDevice(path, rdev); err != nil {
+func openDevice(path string, opt OpenOptions) (*Target, error) {
+	if err := checkMounted(path); err != nil {
+		return nil, err
+	}
+	stacked, err := inuse.Stacked(path)
+	if err != nil {
 		return nil, err
 	}
 	var inUse string
-	if h := holders(rdev); len(h) > 0 {
-		inUse = "has devices stacked on it: " + strings.Join(h, ", ")
+	if len(stacked) > 0 {
+		inUse = "has devices stacked on it: " + strings.Join(stacked, ", ")
 	}
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_EXCL, 0)
 	if errors.Is(err, syscall.EBUSY) {
@@ -358,7 +390,8 @@ func (t *Target) IsPartition() bool {
 	if unix.Fstat(int(t.f.Fd()), &st) != nil {
 		return false
 	}
-	return isPartition(st.Rdev)
+	_, err := os.Stat(fmt.Sprintf("/sys/dev/block/%d:%d/partition", unix.Major(st.Rdev), unix.Minor(st.Rdev)))
+	return err == nil
 }
 
 // RereadPartitions asks the kernel to re-read a whole disk's partition
