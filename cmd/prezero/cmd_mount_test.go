@@ -355,6 +355,25 @@ func TestMountAsUser(t *testing.T) {
 	}
 }
 
+// lockedBuffer is a bytes.Buffer that a command's output may be copied
+// into while the test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
 func TestMountSourceChanges(t *testing.T) {
 	img := gptImage(t)
 	for _, background := range []bool{false, true} {
@@ -364,7 +383,7 @@ func TestMountSourceChanges(t *testing.T) {
 			imgtest.CopyFile(t, changing, img)
 			dir := t.TempDir()
 			logFile := filepath.Join(t.TempDir(), "log")
-			var stderr bytes.Buffer
+			var stderr lockedBuffer
 			if background {
 				mountBG(t, changing, dir, "--log-file", logFile)
 			} else {
@@ -397,12 +416,24 @@ func TestMountSourceChanges(t *testing.T) {
 			if _, err := f.ReadAt(buf, 0); !errors.Is(err, syscall.EIO) {
 				t.Fatalf("read after the source changed: %v, want EIO", err)
 			}
-			logged := stderr.String()
-			if background {
-				logged = string(readFile(t, logFile))
+			// The server logs before it answers EIO, but a foreground
+			// server's stderr reaches the buffer through a pipe and a
+			// goroutine of exec: give it a moment.
+			log := func() string {
+				if background {
+					return string(readFile(t, logFile))
+				}
+				return stderr.String()
 			}
-			if !strings.Contains(logged, "source changed") || !strings.Contains(logged, changing) {
-				t.Errorf("no error logged; log:\n%s", logged)
+			logged := func() bool {
+				l := log()
+				return strings.Contains(l, "source changed") && strings.Contains(l, changing)
+			}
+			for deadline := time.Now().Add(10 * time.Second); !logged() && time.Now().Before(deadline); {
+				time.Sleep(20 * time.Millisecond)
+			}
+			if !logged() {
+				t.Errorf("no error logged; log:\n%s", log())
 			}
 		})
 	}
