@@ -8,15 +8,18 @@ import (
 	"github.com/spf13/pflag"
 	"golang.org/x/term"
 
+	"github.com/prezero/prezero/internal/inuse"
 	"github.com/prezero/prezero/internal/source"
 	"github.com/prezero/prezero/internal/stream"
 )
 
 type catOptions struct {
 	forceDirty bool
+	force      bool
 }
 
 func (o *catOptions) AddFlags(f *pflag.FlagSet) {
+	f.BoolVar(&o.force, "force", false, "read a block device even if it (or a partition or device on it) is mounted read-write")
 	addSourceFlags(f, &o.forceDirty)
 }
 
@@ -45,6 +48,12 @@ func runCat(ctx context.Context, opts catOptions, args []string) error {
 	}
 	if term.IsTerminal(int(os.Stdout.Fd())) {
 		return usagef("refusing to write a binary stream to a terminal; redirect stdout to a file or pipe")
+	}
+	if !opts.force {
+		// A live filesystem's bitmap and data disagree: refuse, as mount does.
+		if err := inuse.Check(args[0], inuse.Writable); err != nil {
+			return err
+		}
 	}
 	src, err := source.Open(args[0], source.Options{ForceDirty: opts.forceDirty})
 	if err != nil {

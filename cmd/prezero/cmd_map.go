@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/prezero/prezero/internal/inuse"
 	"github.com/prezero/prezero/internal/source"
 )
 
@@ -75,6 +76,11 @@ type partJSON struct {
 func runMap(ctx context.Context, opts mapOptions, args []string) error {
 	if len(args) != 1 {
 		return usagef("expected one SOURCE, got %d arguments", len(args))
+	}
+	// map only reads metadata, so a live source is shown, with a warning:
+	// cat, mount and backup refuse it.
+	if err := inuse.Check(args[0], inuse.Writable); err != nil {
+		fmt.Fprintf(os.Stderr, "prezero map: warning: %v\n", err)
 	}
 	src, err := source.Open(args[0], source.Options{ForceDirty: opts.forceDirty})
 	if err != nil {

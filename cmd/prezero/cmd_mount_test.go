@@ -460,10 +460,16 @@ func TestMountRefusesMountedDevice(t *testing.T) {
 	if mountedAt(t, dir) != "" {
 		t.Fatal("refused, yet mounted")
 	}
-	for _, args := range [][]string{{"backup", dev, filepath.Join(t.TempDir(), "repo") + "::a"}, {"mount", ext, dir}} {
+	for _, args := range [][]string{{"backup", dev, filepath.Join(t.TempDir(), "repo") + "::a"}, {"mount", ext, dir}, {"cat", dev}} {
 		if _, stderr, code := pz(t, nil, args...); code != 2 || !strings.Contains(stderr, "read-write") {
 			t.Errorf("prezero %q: exit %d\n%s", args, code, stderr)
 		}
+	}
+	if _, stderr, code := pz(t, nil, "map", dev); code != 0 || !strings.Contains(stderr, "warning") || !strings.Contains(stderr, "read-write") {
+		t.Errorf("map of a device mounted rw: exit %d, want 0 and a warning\n%s", code, stderr)
+	}
+	if out, stderr, code := pz(t, nil, "cat", "--force", dev, "header"); code != 0 || len(out) != 0 {
+		t.Errorf("cat --force: exit %d, %d bytes\n%s", code, len(out), stderr)
 	}
 	mountBG(t, dev, dir, "--force")
 	if fi, err := os.Stat(filepath.Join(dir, "disk.img")); err != nil || fi.Size() != 32<<20 {

@@ -81,17 +81,8 @@ func buildGPT(t *testing.T, dir string) {
 // its stdout, stderr and exit code.
 func pz(t *testing.T, env []string, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
-	cmd := exec.Command(prezeroBin(t), args...)
-	cmd.Env = append(os.Environ(), env...)
-	var o, e bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &o, &e
-	err := cmd.Run()
-	if ee, ok := err.(*exec.ExitError); ok {
-		return o.String(), e.String(), ee.ExitCode()
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	return o.String(), e.String(), 0
+	o, e, code := runPrezeroEnv(t, env, args...)
+	return string(o), string(e), code
 }
 
 // catFile writes "prezero cat IMG WHAT" to a file and returns its path.

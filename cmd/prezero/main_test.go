@@ -47,7 +47,14 @@ func (e *buildError) Error() string { return "go build: " + e.err.Error() + "\n"
 // runPrezero runs the binary and returns stdout, stderr and the exit code.
 func runPrezero(t testing.TB, args ...string) (stdout, stderr []byte, code int) {
 	t.Helper()
+	return runPrezeroEnv(t, nil, args...)
+}
+
+// runPrezeroEnv is runPrezero with extra environment variables.
+func runPrezeroEnv(t testing.TB, env []string, args ...string) (stdout, stderr []byte, code int) {
+	t.Helper()
 	cmd := exec.Command(prezeroBin(t), args...)
+	cmd.Env = append(os.Environ(), env...)
 	var o, e bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &e
 	err := cmd.Run()
