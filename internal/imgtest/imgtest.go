@@ -96,6 +96,21 @@ func SHA256File(t testing.TB, path string) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
+// ZeroFile creates path as a sparse file of size zero bytes.
+func ZeroFile(t testing.TB, path string, size int64) {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(size); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // CopyFile copies src to dst.
 func CopyFile(t testing.TB, dst, src string) {
 	t.Helper()

@@ -16,26 +16,8 @@ import (
 func sfdiskImage(t *testing.T, size int64, sector int, script string) string {
 	t.Helper()
 	img := filepath.Join(t.TempDir(), "disk.img")
-	if err := os.Truncate(img, 0); err != nil && !os.IsNotExist(err) {
-		t.Fatal(err)
-	}
-	f, err := os.Create(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Truncate(size); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	dev := img
-	if sector != 512 {
-		imgtest.NeedRoot(t)
-		imgtest.Need(t, "losetup")
-		dev = strings.TrimSpace(imgtest.Run(t, "losetup", "-f", "--show", "--sector-size", "4096", img))
-		defer imgtest.Run(t, "losetup", "-d", dev)
-	}
-	cmd := "printf '" + script + "' | sfdisk -q " + dev + " 2>&1 | grep -v 'Re-reading' ; true"
-	imgtest.Run(t, "sh", "-c", cmd)
+	imgtest.ZeroFile(t, img, size)
+	imgtest.Partition(t, img, sector, script)
 	return img
 }
 
@@ -72,14 +54,14 @@ func TestRealTables(t *testing.T) {
 		want   []want
 	}{
 		{"mbr-logical", 512,
-			`label: dos\nstart=2048, size=20480, type=83\nstart=22528, type=5\nstart=24576, size=10240, type=83\nstart=36864, size=10240, type=7\n`,
+			"label: dos\nstart=2048, size=20480, type=83\nstart=22528, type=5\nstart=24576, size=10240, type=83\nstart=36864, size=10240, type=7\n",
 			MBR, []want{{1, M, 10 * M, false, false}, {2, 22528 * 512, 108544 * 512, true, false},
 				{5, 24576 * 512, 5 * M, false, false}, {6, 36864 * 512, 5 * M, false, false}}},
-		{"mbr-primary", 512, `label: dos\nsize=10M, type=83\nsize=10M, type=7\nsize=10M, type=83\n`,
+		{"mbr-primary", 512, "label: dos\nsize=10M, type=83\nsize=10M, type=7\nsize=10M, type=83\n",
 			MBR, []want{{1, M, 10 * M, false, false}, {2, 11 * M, 10 * M, false, false}, {3, 21 * M, 10 * M, false, false}}},
-		{"gpt-512", 512, `label: gpt\nsize=10M, type=L\nsize=10M, type=EBD0A0A2-B9E5-4433-87C0-68B6B72699C7\n`,
+		{"gpt-512", 512, "label: gpt\nsize=10M, type=L\nsize=10M, type=EBD0A0A2-B9E5-4433-87C0-68B6B72699C7\n",
 			GPT, []want{{1, M, 10 * M, false, false}, {2, 11 * M, 10 * M, false, false}}},
-		{"gpt-4096", 4096, `label: gpt\nsize=10M, type=L\nsize=10M, type=L\n`,
+		{"gpt-4096", 4096, "label: gpt\nsize=10M, type=L\nsize=10M, type=L\n",
 			GPT, []want{{1, M, 10 * M, false, false}, {2, 11 * M, 10 * M, false, false}}},
 	}
 	for _, tc := range tests {
@@ -190,7 +172,7 @@ func TestHostileMBR(t *testing.T) {
 
 func TestHostileGPT(t *testing.T) {
 	imgtest.Need(t, "sfdisk")
-	img := sfdiskImage(t, 8<<20, 512, `label: gpt\nsize=1M, type=L\n`)
+	img := sfdiskImage(t, 8<<20, 512, "label: gpt\nsize=1M, type=L\n")
 	orig, err := os.ReadFile(img)
 	if err != nil {
 		t.Fatal(err)

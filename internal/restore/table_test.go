@@ -18,14 +18,7 @@ import (
 func sfdiskImage(t testing.TB, size int64, sector int, script string) []byte {
 	t.Helper()
 	img := filepath.Join(t.TempDir(), "disk.img")
-	f, err := os.Create(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Truncate(size); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
+	imgtest.ZeroFile(t, img, size)
 	imgtest.Partition(t, img, sector, script)
 	b, err := os.ReadFile(img)
 	if err != nil {
