@@ -69,6 +69,7 @@ func runCat(ctx context.Context, opts catOptions, args []string) error {
 			fmt.Fprintf(os.Stderr, "prezero: part%d: %s\n", p.Number, n)
 		}
 	}
+	stream.GrowPipe(os.Stdout)
 	if _, err := stream.Copy(ctx, os.Stdout, r); err != nil {
 		return fmt.Errorf("writing %s of %s: %w", what, args[0], err)
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/prezero/prezero/internal/borg"
 	"github.com/prezero/prezero/internal/restore"
+	"github.com/prezero/prezero/internal/stream"
 )
 
 type restoreOptions struct {
@@ -357,7 +358,7 @@ func openRestoreSource(ctx context.Context, opts restoreOptions) (*restoreSource
 		return nil, usagef("standard input is a terminal; pipe a stream in (borg extract --stdout ... |), or give --from or --input")
 	}
 	s := &restoreSource{name: "standard input", r: os.Stdin, size: -1, file: os.Stdin}
-	restore.GrowPipe(os.Stdin)
+	stream.GrowPipe(os.Stdin)
 	if fi, err := os.Stdin.Stat(); err == nil && fi.Mode().IsRegular() {
 		if pos, err := os.Stdin.Seek(0, io.SeekCurrent); err == nil {
 			s.size = fi.Size() - pos
@@ -452,7 +453,7 @@ func (a *borgArchive) Open(ctx context.Context, p string) (io.ReadCloser, error)
 		return nil, err
 	}
 	if f, ok := s.Stdout().(*os.File); ok {
-		restore.GrowPipe(f)
+		stream.GrowPipe(f)
 	}
 	a.streams = append(a.streams, s)
 	return s, nil

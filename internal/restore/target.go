@@ -414,12 +414,3 @@ func (t *Target) SameFile(fi os.FileInfo) bool {
 	st, err := t.f.Stat()
 	return err == nil && os.SameFile(st, fi)
 }
-
-// GrowPipe enlarges the buffer of f if it is a pipe (F_SETPIPE_SZ, up to
-// /proc/sys/fs/pipe-max-size, 1 MiB by default): with the default 64 KiB a
-// pipe, not the disk, limits a restore's speed. Other files are left alone.
-func GrowPipe(f *os.File) {
-	if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeNamedPipe != 0 {
-		_, _ = unix.FcntlInt(f.Fd(), unix.F_SETPIPE_SZ, 1<<20)
-	}
-}
