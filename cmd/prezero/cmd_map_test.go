@@ -129,3 +129,18 @@ func TestBadArguments(t *testing.T) {
 		t.Error("cat of an unknown source is not the source")
 	}
 }
+
+// An ext4 whose journal needs recovery passes through whole, and map says why.
+func TestNeedsRecoveryPassesThrough(t *testing.T) {
+	img := filepath.Join(t.TempDir(), "dirty.img")
+	imgtest.Ext(t, img, 24<<20, "-t", "ext4")
+	imgtest.Run(t, "debugfs", "-w", "-R", "feature needs_recovery", img)
+	out, errOut, code := runPrezero(t, "map", img)
+	if code != 0 || !strings.Contains(string(out), "pass-through: ext4: needs_recovery") {
+		t.Fatalf("map: exit %d\n%s%s", code, out, errOut)
+	}
+	stream, errOut, code := runPrezero(t, "cat", img)
+	if code != 0 || !bytes.Equal(stream, readFile(t, img)) {
+		t.Fatalf("cat of a filesystem needing recovery is not the source (exit %d): %s", code, errOut)
+	}
+}
