@@ -14,6 +14,8 @@ import (
 // GPT header fields (UEFI spec 5.3.2), relative to the header's LBA.
 const (
 	gptSignature   = "EFI PART"
+	gptFirstUsable = 40 // FirstUsableLBA
+	gptLastUsable  = 48 // LastUsableLBA
 	gptEntryLBAOff = 72 // PartitionEntryLBA
 	gptEntryNumOff = 80 // NumberOfPartitionEntries
 	gptEntrySzOff  = 84 // SizeOfPartitionEntry
@@ -41,6 +43,10 @@ func readGPTSectors(r io.ReaderAt, size int64, ss int) (l *Layout, err error) {
 	// before handing it the source.
 	if err := checkGPTHeader(r, size, 1, ss); err != nil {
 		return nil, err
+	}
+	var hdr [56]byte
+	if _, err := r.ReadAt(hdr[:], int64(ss)); err != nil {
+		return nil, fmt.Errorf("reading GPT header: %w", err)
 	}
 	if err := checkGPTHeader(r, size, size/int64(ss)-1, ss); err != nil {
 		return nil, err
@@ -71,6 +77,9 @@ func readGPTSectors(r io.ReaderAt, size int64, ss int) (l *Layout, err error) {
 			p.Start = int64(gp.Start) * int64(ss)
 			p.Size = int64(gp.End-gp.Start+1) * int64(ss)
 			check(&p, size)
+			if p.Problem == "" && string(hdr[:8]) == gptSignature && !usable(hdr[:], gp.Start, gp.End) {
+				p.Problem = fmt.Sprintf("sectors %d-%d lie outside the GPT's usable area (over the partition table itself)", gp.Start, gp.End)
+			}
 		}
 		l.Partitions = append(l.Partitions, p)
 	}
@@ -78,6 +87,14 @@ func readGPTSectors(r io.ReaderAt, size int64, ss int) (l *Layout, err error) {
 		l.Notes = append(l.Notes, "primary GPT is damaged; partitions read from the backup GPT")
 	}
 	return l, nil
+}
+
+// usable reports whether sectors first..last lie inside the usable LBA range
+// the primary GPT header hdr states.
+func usable(hdr []byte, first, last uint64) bool {
+	lo := binary.LittleEndian.Uint64(hdr[gptFirstUsable:])
+	hi := binary.LittleEndian.Uint64(hdr[gptLastUsable:])
+	return first >= lo && last <= hi
 }
 
 // checkGPTHeader validates the partition-array fields of the GPT header at

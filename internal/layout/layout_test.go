@@ -3,6 +3,7 @@ package layout
 import (
 	"bytes"
 	"encoding/binary"
+	"hash/crc32"
 	"os"
 	"path/filepath"
 	"strings"
@@ -214,4 +215,30 @@ func FuzzRead(f *testing.F) {
 			}
 		}
 	})
+}
+
+// A GPT entry that covers the table itself (outside the usable LBAs, with
+// valid CRCs) passes through: zeroing "free" blocks there would destroy
+// the partition table.
+func TestGPTEntryOverTable(t *testing.T) {
+	imgtest.Need(t, "sfdisk")
+	img := sfdiskImage(t, 8<<20, 512, "label: gpt\nsize=1M, type=L\n")
+	b, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hdr := b[512:]
+	entries := b[binary.LittleEndian.Uint64(hdr[gptEntryLBAOff:])*512:]
+	n := binary.LittleEndian.Uint32(hdr[gptEntryNumOff:]) * binary.LittleEndian.Uint32(hdr[gptEntrySzOff:])
+	binary.LittleEndian.PutUint64(entries[32:], 1) // first LBA of entry 1
+	binary.LittleEndian.PutUint32(hdr[88:], crc32.ChecksumIEEE(entries[:n]))
+	binary.LittleEndian.PutUint32(hdr[16:], 0)
+	binary.LittleEndian.PutUint32(hdr[16:], crc32.ChecksumIEEE(hdr[:92]))
+	l, err := Read(bytes.NewReader(b), int64(len(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(l.Partitions) != 1 || l.Partitions[0].Start != 512 || !strings.Contains(l.Partitions[0].Problem, "usable area") {
+		t.Fatalf("got %+v", l.Partitions)
+	}
 }
