@@ -97,6 +97,20 @@ func corruptions(t *testing.T, v *volume) []corruption {
 	return out
 }
 
+// readTruth returns the image at path and its uncorrupted map.
+func readTruth(t *testing.T, path string) ([]byte, *Volume) {
+	t.Helper()
+	img, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	truth, err := Read(bytes.NewReader(img), int64(len(img)), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img, truth
+}
+
 // TestCorruptions applies each corruption, four ways, to real images. Each
 // must give an error or a map whose free clusters are all free in the true
 // map: never a used cluster zeroed, never a panic.
@@ -104,15 +118,8 @@ func TestCorruptions(t *testing.T) {
 	for _, name := range []string{"c4096", "c512"} {
 		t.Run(name, func(t *testing.T) {
 			f := getFixture(t, name)
-			img, err := os.ReadFile(f.path)
-			if err != nil {
-				t.Fatal(err)
-			}
+			img, truth := readTruth(t, f.path)
 			size := int64(len(img))
-			truth, err := Read(bytes.NewReader(img), size, Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
 			v := openVolume(t, f.path)
 			var nerr, nok, nsame int
 			for _, c := range corruptions(t, v) {
@@ -180,15 +187,8 @@ func notSubset(m, truth *freemap.Map) (freemap.Extent, bool) {
 // whose bits are no longer covered must pass through, with a warning.
 func TestShortBitmap(t *testing.T) {
 	f := getFixture(t, "c4096")
-	img, err := os.ReadFile(f.path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	img, truth := readTruth(t, f.path)
 	size := int64(len(img))
-	truth, err := Read(bytes.NewReader(img), size, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	v := openVolume(t, f.path)
 	fr, as, err := v.record(recBitmap)
 	if err != nil {
