@@ -27,8 +27,8 @@ FUZZTIME ?= 30s
 FUZZ = $(GO) test -run='^$$' -fuzzminimizetime=10x -fuzztime=$(FUZZTIME)
 fuzz:
 	$(FUZZ) -fuzz='^FuzzRead$$' ./internal/layout
-	$(FUZZ) -fuzz='^FuzzRead$$' ./internal/extfsmap
-	$(FUZZ) -fuzz='^FuzzPatch$$' ./internal/extfsmap
+	$(FUZZ) -fuzz='^FuzzRead$$' ./extfsmap
+	$(FUZZ) -fuzz='^FuzzPatch$$' ./extfsmap
 	for f in FuzzRead FuzzBootSector FuzzFixup FuzzRunlist FuzzRecord FuzzScanner; do \
-		$(FUZZ) -fuzz="^$$f\$$" ./internal/ntfsmap || exit 1; done
+		$(FUZZ) -fuzz="^$$f\$$" ./ntfsmap || exit 1; done
 	$(FUZZ) -fuzz='^FuzzReadTable$$' ./internal/restore

@@ -9,7 +9,7 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/prezero/prezero/internal/borg"
+	"github.com/prezero/prezero/borg"
 )
 
 type backupOptions struct {

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prezero/prezero/internal/borg"
+	"github.com/prezero/prezero/borg"
 	"github.com/prezero/prezero/internal/imgtest"
 )
 

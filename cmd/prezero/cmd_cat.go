@@ -10,7 +10,7 @@ import (
 
 	"github.com/prezero/prezero/internal/inuse"
 	"github.com/prezero/prezero/internal/source"
-	"github.com/prezero/prezero/internal/stream"
+	"github.com/prezero/prezero/stream"
 )
 
 type catOptions struct {

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prezero/prezero/internal/freemap"
+	"github.com/prezero/prezero/freemap"
 	"github.com/prezero/prezero/internal/imgtest"
 	"github.com/prezero/prezero/internal/source"
 )

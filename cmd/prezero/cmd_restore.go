@@ -15,9 +15,9 @@ import (
 	"github.com/spf13/pflag"
 	"golang.org/x/term"
 
-	"github.com/prezero/prezero/internal/borg"
+	"github.com/prezero/prezero/borg"
 	"github.com/prezero/prezero/internal/restore"
-	"github.com/prezero/prezero/internal/stream"
+	"github.com/prezero/prezero/stream"
 )
 
 type restoreOptions struct {

@@ -9,7 +9,7 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/prezero/prezero/internal/fusefs"
+	"github.com/prezero/prezero/fusefs"
 	"github.com/prezero/prezero/internal/inuse"
 )
 

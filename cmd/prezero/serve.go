@@ -13,7 +13,7 @@ import (
 	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
 
-	"github.com/prezero/prezero/internal/fusefs"
+	"github.com/prezero/prezero/fusefs"
 	"github.com/prezero/prezero/internal/inuse"
 	"github.com/prezero/prezero/internal/source"
 	"github.com/prezero/prezero/internal/srcwatch"

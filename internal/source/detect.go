@@ -4,9 +4,9 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/prezero/prezero/internal/extfsmap"
-	"github.com/prezero/prezero/internal/freemap"
-	"github.com/prezero/prezero/internal/ntfsmap"
+	"github.com/prezero/prezero/extfsmap"
+	"github.com/prezero/prezero/freemap"
+	"github.com/prezero/prezero/ntfsmap"
 )
 
 // result is what any filesystem parser reports, in the form source needs.

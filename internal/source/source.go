@@ -17,9 +17,9 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/prezero/prezero/internal/freemap"
+	"github.com/prezero/prezero/freemap"
 	"github.com/prezero/prezero/internal/layout"
-	"github.com/prezero/prezero/internal/stream"
+	"github.com/prezero/prezero/stream"
 )
 
 // Options change how partitions are mapped.

@@ -13,7 +13,7 @@ import (
 
 	"github.com/prezero/prezero/internal/imgtest"
 	"github.com/prezero/prezero/internal/layout"
-	"github.com/prezero/prezero/internal/stream"
+	"github.com/prezero/prezero/stream"
 )
 
 // fsImage is a filesystem made once for the package, with its oracle: the

@@ -10,8 +10,8 @@ import (
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
-	"github.com/prezero/prezero/internal/freemap"
-	"github.com/prezero/prezero/internal/stream"
+	"github.com/prezero/prezero/freemap"
+	"github.com/prezero/prezero/stream"
 )
 
 // imageFile is one read-only image file: a stream and its aligned holes.

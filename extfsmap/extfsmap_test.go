@@ -15,9 +15,9 @@ import (
 	"testing"
 	"testing/iotest"
 
-	"github.com/prezero/prezero/internal/freemap"
+	"github.com/prezero/prezero/freemap"
 	"github.com/prezero/prezero/internal/imgtest"
-	"github.com/prezero/prezero/internal/stream"
+	"github.com/prezero/prezero/stream"
 )
 
 // variant is one way of making a filesystem. Every image is made the hard

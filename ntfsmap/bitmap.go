@@ -6,7 +6,7 @@ import (
 	"math/bits"
 	"sort"
 
-	"github.com/prezero/prezero/internal/freemap"
+	"github.com/prezero/prezero/freemap"
 )
 
 // bitmapChunk is how much of $Bitmap is read at a time: memory stays

@@ -13,9 +13,9 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/prezero/prezero/internal/freemap"
+	"github.com/prezero/prezero/freemap"
 	"github.com/prezero/prezero/internal/imgtest"
-	"github.com/prezero/prezero/internal/stream"
+	"github.com/prezero/prezero/stream"
 )
 
 // fixture is an NTFS image made by mkntfs and written through ntfs-3g.

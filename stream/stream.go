@@ -7,7 +7,7 @@ package stream
 import (
 	"io"
 
-	"github.com/prezero/prezero/internal/freemap"
+	"github.com/prezero/prezero/freemap"
 )
 
 // Reader is an io.ReaderAt over a zeroed volume. It is safe for concurrent

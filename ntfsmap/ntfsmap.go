@@ -43,7 +43,7 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/prezero/prezero/internal/freemap"
+	"github.com/prezero/prezero/freemap"
 )
 
 // ErrFormat is wrapped by every FormatError: the data is not NTFS, or not

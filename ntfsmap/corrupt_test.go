@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/prezero/prezero/internal/freemap"
+	"github.com/prezero/prezero/freemap"
 )
 
 // patch is a one-byte change at a volume offset.

@@ -48,7 +48,7 @@ import (
 	"io"
 	"math"
 
-	"github.com/prezero/prezero/internal/freemap"
+	"github.com/prezero/prezero/freemap"
 )
 
 // ErrFormat is matched (errors.Is) by every *FormatError: a structure that

@@ -13,9 +13,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prezero/prezero/internal/freemap"
+	"github.com/prezero/prezero/freemap"
 	"github.com/prezero/prezero/internal/imgtest"
-	"github.com/prezero/prezero/internal/stream"
+	"github.com/prezero/prezero/stream"
 )
 
 const align = 1 << 20 // small windows keep the synthetic volume small

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"testing/iotest"
 
-	"github.com/prezero/prezero/internal/freemap"
+	"github.com/prezero/prezero/freemap"
 )
 
 // countingReader records the bytes read from the source.

@@ -6,8 +6,8 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/prezero/prezero/internal/freemap"
-	"github.com/prezero/prezero/internal/stream"
+	"github.com/prezero/prezero/freemap"
+	"github.com/prezero/prezero/stream"
 )
 
 // BenchmarkRead compares 1 MiB sequential reads through the mount with the

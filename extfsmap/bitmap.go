@@ -6,7 +6,7 @@ import (
 	"math/bits"
 	"slices"
 
-	"github.com/prezero/prezero/internal/freemap"
+	"github.com/prezero/prezero/freemap"
 )
 
 // byteRange is a half-open byte range [start, end).

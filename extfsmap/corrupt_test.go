@@ -7,7 +7,7 @@ import (
 	"os"
 	"testing"
 
-	"github.com/prezero/prezero/internal/freemap"
+	"github.com/prezero/prezero/freemap"
 )
 
 // patched reads r with the byte at off replaced by val.
