@@ -75,7 +75,7 @@ func runCat(ctx context.Context, opts catOptions, args []string) error {
 	}
 	stream.GrowPipe(os.Stdout)
 	if _, err := stream.Copy(ctx, os.Stdout, r); err != nil {
-		return fmt.Errorf("writing %s of %s: %w", what, args[0], err)
+		return fmt.Errorf("writing %s of %s: %w%s", what, args[0], err, qemuSays(src))
 	}
 	return nil
 }

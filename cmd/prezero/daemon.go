@@ -35,6 +35,10 @@ func readyPipe() (*os.File, bool) {
 	if err != nil || fd < 3 {
 		return nil, false
 	}
+	// Inherited without close-on-exec: set it, or children such as
+	// qemu-nbd would hold the pipe open and the starting command would
+	// wait for them.
+	syscall.CloseOnExec(fd)
 	return os.NewFile(uintptr(fd), "ready"), true
 }
 

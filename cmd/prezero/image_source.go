@@ -1,6 +1,8 @@
 package main
 
 import (
+	"strings"
+
 	"github.com/spf13/pflag"
 
 	"github.com/prezero/prezero/internal/inuse"
@@ -27,4 +29,18 @@ func checkInUse(path string) error {
 		return nil
 	}
 	return inuse.Check(path, inuse.Writable)
+}
+
+// qemuSays returns what the qemu-nbd serving src wrote to stderr, to add to
+// an error, or "".
+func qemuSays(src *source.Source) string {
+	q := src.Server()
+	if q == nil {
+		return ""
+	}
+	msg := strings.TrimSpace(q.Stderr())
+	if msg == "" {
+		return ""
+	}
+	return "\nqemu-nbd says: " + strings.ReplaceAll(msg, "\n", "\nqemu-nbd says: ")
 }
