@@ -1,8 +1,6 @@
 package main
 
 import (
-	"strings"
-
 	"github.com/spf13/pflag"
 
 	"github.com/prezero/prezero/internal/inuse"
@@ -31,16 +29,5 @@ func checkInUse(path string) error {
 	return inuse.Check(path, inuse.Writable)
 }
 
-// qemuSays returns what the qemu-nbd serving src wrote to stderr, to add to
-// an error, or "".
-func qemuSays(src *source.Source) string {
-	q := src.Server()
-	if q == nil {
-		return ""
-	}
-	msg := strings.TrimSpace(q.Stderr())
-	if msg == "" {
-		return ""
-	}
-	return "\nqemu-nbd says: " + strings.ReplaceAll(msg, "\n", "\nqemu-nbd says: ")
-}
+// qemuSays returns what the qemu-nbd serving src wrote to stderr, or "".
+func qemuSays(src *source.Source) string { return source.QemuSays(src.Server()) }

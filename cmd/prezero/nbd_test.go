@@ -233,7 +233,8 @@ func TestImageCorrupt(t *testing.T) {
 	}{
 		{bad, []string{"map"}, []string{"qemu-img info", bad, "Unsupported cluster size"}},
 		{bad, []string{"cat"}, []string{"qemu-img info", bad, "Unsupported cluster size"}},
-		{unaligned, []string{"cat"}, []string{"nbd server", "input/output error", "qemu-nbd", "unaligned"}},
+		{unaligned, []string{"cat"}, []string{"nbd server", "input/output error", "qemu-nbd says", "unaligned"}},
+		{unaligned, []string{"map"}, []string{"nbd server", "input/output error", "qemu-nbd says", "unaligned"}},
 	} {
 		start := time.Now()
 		cmd := exec.Command(prezeroBin(t), append(c.args, c.img)...)

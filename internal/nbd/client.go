@@ -15,10 +15,12 @@ import (
 
 // Request sizing: reads are split into requests of at most RequestSize
 // bytes (less if the server's maximum block size is smaller), and at most
-// InFlight requests wait for replies at once.
+// InFlight requests wait for replies at once. Measured with qemu-nbd 7.2
+// (bench/nbd.sh): 128 KiB requests were about twice as fast as 1 MiB ones,
+// for which qemu maps and unmaps a fresh buffer each time.
 const (
-	RequestSize = 1 << 20
-	InFlight    = 16
+	RequestSize = 128 << 10
+	InFlight    = 32
 )
 
 // HandshakeTimeout bounds the handshake with a server that does not answer.

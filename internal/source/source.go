@@ -123,7 +123,7 @@ func Open(path string, opt Options) (*Source, error) {
 		if err != nil {
 			q.Close()
 			f.Close()
-			return nil, err
+			return nil, fmt.Errorf("%w%s", err, QemuSays(q))
 		}
 		s.Format, s.qemu, s.f = info.Format, q, f
 		return s, nil
@@ -213,6 +213,19 @@ func (s *Source) Transferred() (requested, received int64) {
 
 // Server returns the qemu-nbd process serving a VM image, or nil.
 func (s *Source) Server() *nbd.Qemu { return s.qemu }
+
+// QemuSays returns what qemu-nbd wrote to stderr, one "qemu-nbd says:" line
+// each, to add to an error; "" if q is nil or said nothing.
+func QemuSays(q *nbd.Qemu) string {
+	if q == nil {
+		return ""
+	}
+	msg := strings.TrimSpace(q.Stderr())
+	if msg == "" {
+		return ""
+	}
+	return "\nqemu-nbd says: " + strings.ReplaceAll(msg, "\n", "\nqemu-nbd says: ")
+}
 
 // mapPart detects and maps one partition.
 func mapPart(r io.ReaderAt, size int64, lp layout.Partition, opt Options) *Part {
