@@ -725,5 +725,8 @@ func (c *Client) Close() error {
 	}
 	err := c.conn.Close()
 	<-c.readerD
+	if errors.Is(err, net.ErrClosed) { // the server hung up first, as it may after DISC
+		err = nil
+	}
 	return err
 }

@@ -177,17 +177,19 @@ func TestQemuErrors(t *testing.T) {
 	good := filepath.Join(dir, "good.qcow2")
 	imgtest.Run(t, "qemu-img", "create", "-q", "-f", "qcow2", good, "16M")
 	vm := exec.Command("qemu-nbd", "--persistent", "--socket="+filepath.Join(dir, "vm.sock"), "--format=qcow2", good)
+	var vmErr bytes.Buffer
+	vm.Stderr = &vmErr
 	if err := vm.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { vm.Process.Kill(); vm.Wait() })
 	// Wait until it holds the lock: qemu-img info then fails.
-	for deadline := time.Now().Add(10 * time.Second); ; {
+	for deadline := time.Now().Add(60 * time.Second); ; {
 		if out, err := imgtest.Output("qemu-img", "info", good); err != nil && strings.Contains(out, "lock") {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("the writer did not lock the image")
+			t.Fatalf("the writer did not lock the image: %s", vmErr.String())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

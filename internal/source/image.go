@@ -95,9 +95,12 @@ func openNBD(c *nbd.Client, path string, opt Options) (*Source, error) {
 	if c.Size() == 0 {
 		return nil, fmt.Errorf("%s is empty", path)
 	}
-	kz, err := zeroMap(c)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+	var kz *freemap.Map
+	if c.HasZeroInfo() {
+		var err error
+		if kz, err = zeroMap(c); err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
 	}
 	s, err := build(c, path, c.Size(), kz, opt)
 	if err != nil {
