@@ -187,3 +187,21 @@ func (m *Map) String() string {
 	}
 	return fmt.Sprintf("freemap{size %d, %d extents, %d free bytes, %d bytes of memory}", m.Size(), n, m.FreeBytes(), m.MemoryBytes())
 }
+
+// String describes the coarsening for a user, e.g. "1.2 GiB of free space
+// in extents under 64 KiB".
+func (c Coarsening) String() string {
+	return fmt.Sprintf("%s of free space in extents under %s", sizeText(c.Bytes), sizeText(c.Under))
+}
+
+func sizeText(n int64) string {
+	for _, u := range []struct {
+		name string
+		size int64
+	}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if n >= u.size {
+			return fmt.Sprintf("%.1f %s", float64(n)/float64(u.size), u.name)
+		}
+	}
+	return fmt.Sprintf("%d B", n)
+}

@@ -27,6 +27,7 @@ func (o *mapOptions) AddFlags(f *pflag.FlagSet) {
 // addSourceFlags adds the options every command that opens a SOURCE shares.
 func addSourceFlags(f *pflag.FlagSet, forceDirty *bool) {
 	f.BoolVar(forceDirty, "force-dirty", false, "zero NTFS volumes marked dirty (unsafe: their bitmap may be stale)")
+	addMemoryFlag(f)
 }
 
 func init() {

@@ -156,6 +156,9 @@ func mapPart(r io.ReaderAt, size int64, lp layout.Partition, opt Options) *Part 
 		return passThrough(fmt.Sprintf("internal error: %s map covers %d bytes, partition has %d", d.name, res.free.Size(), n))
 	}
 	p.FS, p.BlockSize, p.Notes = res.fs, res.blockSize, res.notes
+	if c := res.free.Coarsened(); c.Bytes > 0 {
+		p.Notes = append(p.Notes, fmt.Sprintf("coarsened: %v served from source to stay within the memory limit", c))
+	}
 	p.Zeroed, p.Free = true, res.free
 	p.Stream = stream.New(sec, n, p.Free)
 	return p

@@ -1,0 +1,56 @@
+package main
+
+import (
+	"fmt"
+	"runtime/debug"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/pflag"
+
+	"github.com/prezero/prezero/freemap"
+)
+
+// defaultMapMemory is --max-map-memory's default: the peak memory prezero
+// aims for, whatever the image.
+const defaultMapMemory = 256 << 20
+
+// mapMemory is --max-map-memory, shared by every command that maps a SOURCE.
+var mapMemory = memoryFlag(defaultMapMemory)
+
+// addMemoryFlag adds --max-map-memory.
+func addMemoryFlag(f *pflag.FlagSet) {
+	f.Var(&mapMemory, "max-map-memory", "keep memory use near `SIZE` (e.g. 256MiB, 1GiB): past it, the smallest free extents are served from the source instead of as zeros (safe; map says how much)")
+}
+
+// applyMemoryLimit gives the free maps five eighths of --max-map-memory
+// (the rest is for buffers, FUSE and the runtime) and makes the Go runtime
+// collect garbage before the heap passes the whole.
+func applyMemoryLimit() {
+	freemap.SetMemoryLimit(int64(mapMemory) * 5 / 8)
+	debug.SetMemoryLimit(int64(mapMemory))
+}
+
+type memoryFlag int64
+
+func (m *memoryFlag) String() string { return strconv.FormatInt(int64(*m), 10) }
+func (m *memoryFlag) Type() string   { return "SIZE" }
+
+func (m *memoryFlag) Set(s string) error {
+	units := map[string]int64{"": 1, "k": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mib": 1 << 20, "g": 1 << 30, "gib": 1 << 30}
+	t := strings.ToLower(strings.TrimSpace(s))
+	i := strings.IndexFunc(t, func(r rune) bool { return r < '0' || r > '9' })
+	if i < 0 {
+		i = len(t)
+	}
+	n, err := strconv.ParseInt(t[:i], 10, 64)
+	u, ok := units[strings.TrimSpace(t[i:])]
+	if err != nil || !ok || n <= 0 || n > (1<<50)/u {
+		return fmt.Errorf("%q is not a size such as 256MiB or 1GiB", s)
+	}
+	if n*u < 16<<20 {
+		return fmt.Errorf("%q is below the 16MiB minimum", s)
+	}
+	*m = memoryFlag(n * u)
+	return nil
+}
