@@ -25,10 +25,11 @@ func addMemoryFlag(f *pflag.FlagSet) {
 
 // applyMemoryLimit gives the free maps five eighths of --max-map-memory
 // (the rest is for buffers, FUSE and the runtime) and makes the Go runtime
-// collect garbage before the heap passes the whole.
+// collect garbage before the heap passes the whole (at least 64 MiB: values
+// below that only make sense to see coarsening at work on a small image).
 func applyMemoryLimit() {
 	freemap.SetMemoryLimit(int64(mapMemory) * 5 / 8)
-	debug.SetMemoryLimit(int64(mapMemory))
+	debug.SetMemoryLimit(max(int64(mapMemory), 64<<20))
 }
 
 type memoryFlag int64
@@ -48,8 +49,8 @@ func (m *memoryFlag) Set(s string) error {
 	if err != nil || !ok || n <= 0 || n > (1<<50)/u {
 		return fmt.Errorf("%q is not a size such as 256MiB or 1GiB", s)
 	}
-	if n*u < 16<<20 {
-		return fmt.Errorf("%q is below the 16MiB minimum", s)
+	if n*u < 64<<10 {
+		return fmt.Errorf("%q is below the 64KiB minimum", s)
 	}
 	*m = memoryFlag(n * u)
 	return nil
