@@ -168,6 +168,26 @@ func (m *Map) Aligned(align int64) *Map {
 	return b.Map()
 }
 
+// Without returns m without the bytes that are free in used: they become
+// allocated. m is unchanged.
+func (m *Map) Without(used *Map) *Map {
+	b := NewBuilder(m.Size())
+	for e := range m.All() {
+		for off := e.Off; off < e.End(); {
+			u, ok := used.Next(off)
+			if !ok || u.Off >= e.End() {
+				b.Add(off, e.End()-off)
+				break
+			}
+			if u.Off > off {
+				b.Add(off, u.Off-off)
+			}
+			off = u.End()
+		}
+	}
+	return b.Map()
+}
+
 // Release returns the map's memory to the limit set with SetMemoryLimit.
 // The map then has no free extents (everything reads as allocated, which is
 // always safe); release a map only when nothing reads through it any more.

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/prezero/prezero/freemap"
+	"github.com/prezero/prezero/internal/source"
 )
 
 // defaultMapMemory is --max-map-memory's default: the peak memory prezero
@@ -18,8 +19,24 @@ const defaultMapMemory = 256 << 20
 // mapMemory is --max-map-memory, shared by every command that maps a SOURCE.
 var mapMemory = memoryFlag(defaultMapMemory)
 
-// addMemoryFlag adds --max-map-memory.
+// crossCheck and noCrossCheck are --crosscheck and --no-crosscheck.
+var crossCheck, noCrossCheck bool
+
+// crossCheckOption turns the two flags into the source option.
+func crossCheckOption() source.CrossCheck {
+	switch {
+	case noCrossCheck:
+		return source.CrossCheckOff
+	case crossCheck:
+		return source.CrossCheckOn
+	}
+	return source.CrossCheckAuto
+}
+
+// addMemoryFlag adds --max-map-memory, and the cross-check flags.
 func addMemoryFlag(f *pflag.FlagSet) {
+	f.BoolVar(&crossCheck, "crosscheck", false, "also cross-check bitmaps that have checksums (ext4 with metadata_csum) against the blocks files use")
+	f.BoolVar(&noCrossCheck, "no-crosscheck", false, "do not cross-check bitmaps against the blocks files use (by default: ext2, ext3, ext4 without metadata_csum, NTFS)")
 	f.Var(&mapMemory, "max-map-memory", "keep memory use near `SIZE` (e.g. 256MiB, 1GiB): past it, the smallest free extents are served from the source instead of as zeros (safe; map says how much)")
 }
 

@@ -40,8 +40,8 @@ func detect(r io.ReaderAt, size int64) *filesystem {
 	return nil
 }
 
-func readExt(r io.ReaderAt, size int64, _ Options) (*result, error) {
-	v, err := extfsmap.Read(r, size)
+func readExt(r io.ReaderAt, size int64, opt Options) (*result, error) {
+	v, err := extfsmap.ReadWith(r, size, extfsmap.Options{CrossCheck: extfsmap.CrossCheck(opt.CrossCheck)})
 	if err != nil {
 		return nil, err
 	}

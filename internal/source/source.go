@@ -24,8 +24,22 @@ import (
 
 // Options change how partitions are mapped.
 type Options struct {
-	ForceDirty bool // zero dirty NTFS volumes too (never hibernated ones)
+	ForceDirty bool       // zero dirty NTFS volumes too (never hibernated ones)
+	CrossCheck CrossCheck // check bitmaps against the files that use them
 }
+
+// CrossCheck chooses whether parsers check their allocation bitmaps against
+// the blocks their files reference (ext inodes, NTFS MFT records), keeping
+// used whatever a file references.
+type CrossCheck int
+
+const (
+	// CrossCheckAuto: where the bitmap has no checksum of its own (ext2,
+	// ext3, ext4 without metadata_csum; every NTFS).
+	CrossCheckAuto CrossCheck = iota
+	CrossCheckOn
+	CrossCheckOff
+)
 
 // Source is an opened, mapped source.
 type Source struct {
