@@ -53,7 +53,7 @@ func readExt(r io.ReaderAt, size int64, opt Options) (*result, error) {
 }
 
 func readNTFS(r io.ReaderAt, size int64, opt Options) (*result, error) {
-	v, err := ntfsmap.Read(r, size, ntfsmap.Options{ForceDirty: opt.ForceDirty})
+	v, err := ntfsmap.Read(r, size, ntfsmap.Options{ForceDirty: opt.ForceDirty, NoCrossCheck: opt.CrossCheck == CrossCheckOff})
 	if err != nil {
 		return nil, err
 	}
