@@ -10,6 +10,7 @@
 # --max-map-memory that forces coarsening.
 # Needs root (ntfs-3g), e2fsprogs, ntfs-3g, borg, /usr/bin/time.
 # Usage: bench/memory.sh [WORKDIR]     env: BASE=6c00cd7 SIZES="256G 4T"
+# Takes about 15 minutes.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 work=${1:-$(mktemp -d /var/tmp/prezero-mem.XXXXXX)}
@@ -66,8 +67,10 @@ for size in $sizes; do
 		else
 			echo "  map (baseline $base)          not run: would need ~$((need_kib / 2 / 1024 / 1024)) GiB"
 		fi
-		# cat: the whole stream up to 256 GiB, else its first 256 GiB.
-		lim=$(( bytes < (256 << 30) ? bytes : (256 << 30) ))
+		# cat: the first 8 GiB of the stream (every other 4 KiB block is a
+		# separate read, so a whole 256 GiB stream takes most of an hour;
+		# the peak RSS is reached when the map is built).
+		lim=$(( 8 << 30 ))
 		measure "cat $((lim >> 30)) GiB (memory bound)" sh -c "'$work/prezero' cat '$img' | head -c $lim"
 		if (( need_kib < mem_kib / 2 )); then
 			measure "cat $((lim >> 30)) GiB (baseline)" sh -c "'$work/prezero-base' cat '$img' | head -c $lim"
