@@ -37,43 +37,104 @@ const (
 	mftBatch    = 1 << 20
 )
 
-// mftData returns $MFT's unnamed $DATA with its whole runlist: the first
-// extent from record 0, plus every extent its $ATTRIBUTE_LIST names.
-func (v *volume) mftData() (*attr, error) {
-	fr, as, err := v.record(recMFT)
-	if err != nil {
-		return nil, err
-	}
+// alEntry is one $ATTRIBUTE_LIST entry: an attribute of type typ (unnamed
+// if !named) whose extent starting at lowVCN lives in MFT record ref.
+type alEntry struct {
+	typ    uint32
+	named  bool
+	lowVCN int64
+	ref    int64
+}
+
+// attrList reads and decodes the $ATTRIBUTE_LIST among as, if any.
+func (v *volume) attrList(as []*attr) ([]alEntry, error) {
 	al := find(as, attrAttributeList, "")
 	if al == nil {
-		return v.mft, nil
+		return nil, nil
 	}
 	if al.dataSize > maxAttrList {
-		return nil, formatErr(al.off, "$MFT attribute list of %d bytes", al.dataSize)
+		return nil, formatErr(al.off, "attribute list of %d bytes", al.dataSize)
 	}
 	list := make([]byte, al.initSize)
 	if err := v.readAttr(al, list, 0); err != nil {
 		return nil, err
 	}
-	full := *v.mft
-	full.runs = append([]run(nil), v.mft.runs...)
 	le := binary.LittleEndian
-	seen := map[int64]bool{fr.num: true}
+	var out []alEntry
 	for pos := 0; pos+alMin <= len(list); {
 		n := int(le.Uint16(list[pos+alLength:]))
 		if n < alMin || pos+n > len(list) {
-			return nil, formatErr(al.off, "$MFT attribute list entry at %d has length %d", pos, n)
+			return nil, formatErr(al.off, "attribute list entry at %d has length %d", pos, n)
 		}
 		e := list[pos : pos+n]
 		pos += n
-		ref := int64(le.Uint64(e[alRef:]) & mrefMask)
-		if le.Uint32(e[alType:]) != attrData || e[alNameLen] != 0 || seen[ref] {
+		out = append(out, alEntry{
+			typ:    le.Uint32(e[alType:]),
+			named:  e[alNameLen] != 0,
+			lowVCN: int64(le.Uint64(e[alLowVCN:])),
+			ref:    int64(le.Uint64(e[alRef:]) & mrefMask),
+		})
+	}
+	return out, nil
+}
+
+// extension reads MFT record ref through the runs of mft and parses its
+// attributes (it may be a base or an extension record).
+func (v *volume) extension(mft *attr, ref int64) (*fileRecord, []*attr, error) {
+	rs := int64(v.boot.recordSize)
+	b := make([]byte, rs)
+	if err := v.readAttr(mft, b, ref*rs); err != nil {
+		return nil, nil, fmt.Errorf("ntfs: reading MFT record %d: %w", ref, err)
+	}
+	off := v.attrOffset(mft, ref*rs)
+	if err := applyFixup(b, off); err != nil {
+		return nil, nil, err
+	}
+	fr, err := parseFileRecord(b, ref, off)
+	if err != nil {
+		return nil, nil, err
+	}
+	if fr.flags&fileFlagInUse == 0 {
+		return nil, nil, formatErr(off, "MFT record %d named in an attribute list is not in use", ref)
+	}
+	as, err := fr.attrs()
+	if err != nil {
+		return nil, nil, err
+	}
+	return fr, as, nil
+}
+
+// mftData returns $MFT's unnamed $DATA with its whole runlist: the first
+// extent from record 0, plus every extent its $ATTRIBUTE_LIST names.
+func (v *volume) mftData() (*attr, error) {
+	_, as, err := v.record(recMFT)
+	if err != nil {
+		return nil, err
+	}
+	list, err := v.attrList(as)
+	if err != nil || list == nil {
+		return v.mft, err
+	}
+	full := *v.mft
+	full.runs = append([]run(nil), v.mft.runs...)
+	for _, e := range list {
+		if e.typ != attrData || e.named || e.lowVCN == v.mft.lowVCN {
 			continue
 		}
-		seen[ref] = true
-		low := int64(le.Uint64(e[alLowVCN:]))
-		ext, err := v.extensionData(&full, ref, low)
+		_, xs, err := v.extension(&full, e.ref)
 		if err != nil {
+			return nil, err
+		}
+		var ext *attr
+		for _, a := range xs {
+			if a.typ == attrData && a.name == "" && a.nonRes && a.lowVCN == e.lowVCN {
+				ext = a
+			}
+		}
+		if ext == nil {
+			return nil, formatErr(v.mft.off, "$MFT extension record %d has no $DATA extent at vcn %d", e.ref, e.lowVCN)
+		}
+		if err := ext.loadRuns(v.boot.clusters); err != nil {
 			return nil, err
 		}
 		full.runs = append(full.runs, ext.runs...)
@@ -88,37 +149,6 @@ func (v *volume) mftData() (*attr, error) {
 	}
 	full.highVCN = next - 1
 	return &full, nil
-}
-
-// extensionData reads extension record ref of $MFT, through the runs of mft
-// known so far, and returns its $DATA extent starting at vcn low.
-func (v *volume) extensionData(mft *attr, ref, low int64) (*attr, error) {
-	rs := int64(v.boot.recordSize)
-	b := make([]byte, rs)
-	if err := v.readAttr(mft, b, ref*rs); err != nil {
-		return nil, fmt.Errorf("ntfs: reading $MFT extension record %d: %w", ref, err)
-	}
-	off := v.attrOffset(mft, ref*rs)
-	if err := applyFixup(b, off); err != nil {
-		return nil, err
-	}
-	fr, err := parseFileRecord(b, ref, off)
-	if err != nil {
-		return nil, err
-	}
-	as, err := fr.attrs()
-	if err != nil {
-		return nil, err
-	}
-	for _, a := range as {
-		if a.typ == attrData && a.name == "" && a.nonRes && a.lowVCN == low {
-			if err := a.loadRuns(v.boot.clusters); err != nil {
-				return nil, err
-			}
-			return a, nil
-		}
-	}
-	return nil, formatErr(off, "$MFT extension record %d has no $DATA extent at vcn %d", ref, low)
 }
 
 // crossCheck returns free without the clusters that in-use MFT records

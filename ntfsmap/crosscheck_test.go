@@ -129,3 +129,76 @@ func TestCrossCheckBitmapCleared(t *testing.T) {
 		}
 	}
 }
+
+// TestFragmentedMFT builds, with ntfs-3g, a volume whose $MFT is so
+// fragmented that record 0 needs an $ATTRIBUTE_LIST (its $FILE_NAME and
+// later $DATA extents move to extension records): 512-byte clusters, the
+// volume filled with pairs of two-cluster files, every second one truncated
+// to free one hole per pair, then empty files until the $MFT has grown
+// through the holes. The map must equal ntfsclone -O, and the cross-check
+// must read every record through the whole $MFT runlist.
+func TestFragmentedMFT(t *testing.T) {
+	imgtest.Need(t, "ntfsclone", "ntfsinfo")
+	dir := t.TempDir()
+	img := filepath.Join(dir, "frag.img")
+	imgtest.MakeNTFS(t, img, 8<<20, 512, 0)
+	mnt := filepath.Join(dir, "mnt")
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	umount := imgtest.MountNTFS(t, img, mnt, false)
+	data := make([]byte, 800) // non-resident: two clusters
+	pairs := 0
+	for ; ; pairs++ {
+		a := os.WriteFile(filepath.Join(mnt, "a"+strconv.Itoa(pairs)), data, 0o644)
+		b := os.WriteFile(filepath.Join(mnt, "b"+strconv.Itoa(pairs)), data, 0o644)
+		if a != nil || b != nil {
+			break
+		}
+	}
+	for i := 0; i < pairs; i++ {
+		os.Truncate(filepath.Join(mnt, "b"+strconv.Itoa(i)), 0)
+	}
+	empties := 0
+	for ; empties < 1500; empties++ {
+		if os.WriteFile(filepath.Join(mnt, "e"+strconv.Itoa(empties)), nil, 0o644) != nil {
+			break
+		}
+	}
+	want := imgtest.HashTree(t, mnt)
+	umount()
+	info := imgtest.Run(t, "ntfsinfo", "-i", "0", img)
+	if !strings.Contains(info, "$ATTRIBUTE_LIST") {
+		t.Fatalf("$MFT did not get an attribute list (%d pairs, %d empty files)", pairs, empties)
+	}
+	vol := mustRead(t, img)
+	cc := vol.CrossCheck
+	if !cc.Done || cc.Conflicts != 0 || cc.Unreadable != 0 {
+		t.Fatalf("cross-check %+v on a clean, fragmented volume", cc)
+	}
+	if cc.Records < int64(2*pairs+empties) {
+		t.Errorf("cross-check read %d records, the volume has at least %d files", cc.Records, 2*pairs+empties)
+	}
+	zeroed := filepath.Join(dir, "zeroed.img")
+	writeZeroed(t, zeroed, img, vol.Free)
+	clone := filepath.Join(dir, "clone.img")
+	imgtest.Run(t, "ntfsclone", "-q", "-O", clone, img)
+	if a, b := imgtest.SHA256File(t, zeroed), imgtest.SHA256File(t, clone); a != b {
+		t.Fatal("stream differs from ntfsclone -O")
+	}
+	m := filepath.Join(dir, "check")
+	if err := os.Mkdir(m, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	un := imgtest.MountNTFS(t, zeroed, m, true)
+	got := imgtest.HashTree(t, m)
+	un()
+	if len(got) != len(want) {
+		t.Fatalf("%d files after the round trip, want %d", len(got), len(want))
+	}
+	for k, h := range want {
+		if got[k] != h {
+			t.Fatalf("%s differs after the round trip", k)
+		}
+	}
+}
