@@ -21,6 +21,8 @@ bench: build
 	./bench/backup.sh
 	./bench/restore.sh
 	./bench/nbd.sh
+	./bench/memory.sh
+	./bench/crosscheck.sh
 
 # Short fuzzing runs of every on-disk parser (FUZZTIME each). Large seed
 # images make Go's input minimisation slow, hence -fuzzminimizetime.

@@ -59,7 +59,7 @@ func runCat(ctx context.Context, opts catOptions, args []string) error {
 			return err
 		}
 	}
-	src, err := source.Open(args[0], source.Options{ForceDirty: opts.forceDirty, ForceShare: opts.forceShare})
+	src, err := source.Open(args[0], source.Options{ForceDirty: opts.forceDirty, CrossCheck: crossCheckOption(), ForceShare: opts.forceShare})
 	if err != nil {
 		return err
 	}

@@ -65,7 +65,7 @@ func serve(path, dir string, o serveOptions, logf func(string, ...any)) (*served
 			return nil, err
 		}
 	}
-	src, err := source.Open(path, source.Options{ForceDirty: o.forceDirty, ForceShare: o.forceShare})
+	src, err := source.Open(path, source.Options{ForceDirty: o.forceDirty, CrossCheck: crossCheckOption(), ForceShare: o.forceShare})
 	if err != nil {
 		if w != nil {
 			w.Close()

@@ -15,11 +15,6 @@ import (
 	"github.com/prezero/prezero/internal/nbd"
 )
 
-// maxZeroExtents caps the known-zero extents kept from an NBD server's
-// block status (16 bytes each). Past it the smallest are dropped, which is
-// safe: a dropped extent is read from the server, and reads as zeros.
-const maxZeroExtents = 1 << 20
-
 // imageMagic recognises the VM image formats qemu probes by their first
 // bytes (qemu's block/*.c probe functions); anything else is raw. A raw
 // disk begins with boot code or a filesystem, never with these.
@@ -110,37 +105,13 @@ func openNBD(c *nbd.Client, path string, opt Options) (*Source, error) {
 	return s, nil
 }
 
-// zeroMap asks the server which ranges read as zeros and keeps at most
-// maxZeroExtents of them, dropping the smallest first.
+// zeroMap asks the server which ranges read as zeros. The Builder keeps
+// memory bounded: past freemap's limit it drops the smallest extents,
+// which is safe (a dropped range is read, and reads as zeros).
 func zeroMap(c *nbd.Client) (*freemap.Map, error) {
-	var ext []freemap.Extent
-	minLen := int64(1)
-	err := c.ZeroExtents(context.Background(), func(off, n int64) {
-		if k := len(ext); k > 0 && ext[k-1].End() == off {
-			ext[k-1].Len += n
-			return
-		}
-		if n < minLen {
-			return
-		}
-		ext = append(ext, freemap.Extent{Off: off, Len: n})
-		for len(ext) > maxZeroExtents {
-			minLen *= 2
-			kept := ext[:0]
-			for _, e := range ext {
-				if e.Len >= minLen {
-					kept = append(kept, e)
-				}
-			}
-			ext = kept
-		}
-	})
-	if err != nil {
-		return nil, err
-	}
 	b := freemap.NewBuilder(c.Size())
-	for _, e := range ext {
-		b.Add(e.Off, e.Len)
+	if err := c.ZeroExtents(context.Background(), b.Add); err != nil {
+		return nil, err
 	}
 	return b.Map(), nil
 }
@@ -148,7 +119,7 @@ func zeroMap(c *nbd.Client) (*freemap.Map, error) {
 // withKnownZero returns the union of free (a map of the n bytes at start)
 // and the known-zero extents of kz inside them.
 func withKnownZero(free *freemap.Map, kz *freemap.Map, start, n int64) *freemap.Map {
-	if kz == nil || len(kz.Extents()) == 0 {
+	if kz.FreeBytes() == 0 {
 		return free
 	}
 	b := freemap.NewBuilder(n)
