@@ -288,14 +288,21 @@ func TestImageLocked(t *testing.T) {
 	img := filepath.Join(t.TempDir(), "vm.qcow2")
 	imgtest.CopyFile(t, img, f.variants["qcow2"])
 	vm := exec.Command("qemu-nbd", "--persistent", "--socket="+filepath.Join(t.TempDir(), "vm.sock"), "--format=qcow2", img)
+	var vmErr bytes.Buffer
+	vm.Stderr = &vmErr
 	if err := vm.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { vm.Process.Kill(); vm.Wait() })
-	eventually(t, "the writer to lock the image", func() bool {
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		out, err := imgtest.Output("qemu-img", "info", img)
-		return err != nil && strings.Contains(out, "lock")
-	})
+		if err != nil && strings.Contains(out, "lock") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the writer did not lock the image: qemu-img info says %q; the writer: %s", out, vmErr.String())
+		}
+	}
 	_, stderr, code := pz(t, nil, "cat", img)
 	if code != 2 || !strings.Contains(stderr, "snapshot") || !strings.Contains(stderr, "lock") {
 		t.Fatalf("cat of a locked image: exit %d\n%s", code, stderr)
