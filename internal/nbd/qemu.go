@@ -99,6 +99,10 @@ func StartQemu(ctx context.Context, image string, o QemuOptions) (*Qemu, error) 
 		q.stop(false)
 		return nil, err
 	}
+	// qemu-nbd serves one client (--shared=1), connected now: remove the
+	// socket, so nobody else can connect and nothing is left behind, even
+	// if prezero is killed.
+	os.RemoveAll(dir)
 	q.Client, err = NewClient(conn, "")
 	if err != nil {
 		conn.Close()
