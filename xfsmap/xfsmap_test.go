@@ -31,22 +31,23 @@ type variant struct {
 }
 
 var variants = []variant{
-	{name: "v5-rmap-reflink", size: 64 << 20, mkfs: []string{"-m", "rmapbt=1,reflink=1"}},
-	{name: "v4", size: 64 << 20, mkfs: []string{"-m", "crc=0"}, proto: true},
-	{name: "v4-b512", size: 48 << 20, mkfs: []string{"-m", "crc=0", "-b", "size=512"}, proto: true},
+	{name: "v5-rmap-reflink", size: 48 << 20, mkfs: []string{"-m", "rmapbt=1,reflink=1"}},
+	{name: "v4", size: 48 << 20, mkfs: []string{"-m", "crc=0"}, proto: true},
+	{name: "v4-b512", size: 40 << 20, mkfs: []string{"-m", "crc=0", "-b", "size=512"}, proto: true},
 	{name: "b1k", size: 40 << 20, mkfs: []string{"-b", "size=1024"}},
-	{name: "b64k", size: 160 << 20, mkfs: []string{"-b", "size=65536"}},
+	{name: "b64k", size: 80 << 20, mkfs: []string{"-b", "size=65536", "-d", "agcount=2"}},
 	{name: "agcount7", size: 120 << 20, mkfs: []string{"-d", "agcount=7"}},
-	{name: "s4096", size: 64 << 20, mkfs: []string{"-s", "size=4096"}},
-	{name: "grown", size: 90 << 20, mkfs: []string{"-d", "agcount=2,size=40m"}, grow: true},
+	{name: "s4096", size: 48 << 20, mkfs: []string{"-s", "size=4096"}},
+	{name: "grown", size: 72 << 20, mkfs: []string{"-d", "agcount=2,size=40m"}, grow: true},
 	{name: "aged-b1k", size: 40 << 20, mkfs: []string{"-b", "size=1024", "-d", "agcount=2"}, aged: 3000},
 }
 
 // built is a variant's image and the hashes of the files it holds.
 type built struct {
+	once   sync.Once
+	ok     bool
 	img    string
 	hashes map[string]string
-	err    string
 }
 
 var (
@@ -69,24 +70,27 @@ func image(t *testing.T, v variant) *built {
 	imgtest.NeedRoot(t)
 	imgtest.Need(t, "mkfs.xfs", "xfs_db", "mount", "losetup")
 	buildMu.Lock()
-	defer buildMu.Unlock()
-	if b := images[v.name]; b != nil {
-		if b.err != "" {
-			t.Fatal(b.err)
-		}
-		return b
-	}
 	if buildDir == "" {
 		d, err := os.MkdirTemp("", "xfsmap-test-")
 		if err != nil {
+			buildMu.Unlock()
 			t.Fatal(err)
 		}
 		buildDir = d
 	}
-	b := &built{img: filepath.Join(buildDir, v.name+".img"), err: "building " + v.name + " failed: see the first test that needed it"}
-	images[v.name] = b
-	buildVariant(t, v, b)
-	b.err = ""
+	b := images[v.name]
+	if b == nil {
+		b = &built{img: filepath.Join(buildDir, v.name+".img")}
+		images[v.name] = b
+	}
+	buildMu.Unlock()
+	b.once.Do(func() {
+		buildVariant(t, v, b)
+		b.ok = true
+	})
+	if !b.ok {
+		t.Fatalf("building %s failed: see the first test that needed it", v.name)
+	}
 	return b
 }
 
@@ -94,7 +98,7 @@ func buildVariant(t *testing.T, v variant, b *built) {
 	src := t.TempDir()
 	files := map[string]int64{}
 	for i := range 24 {
-		files[fmt.Sprintf("d%d/f%02d.bin", i%3, i)] = int64(1+i*i*7919) % (3 << 20)
+		files[fmt.Sprintf("d%d/f%02d.bin", i%3, i)] = int64(1+i*i*7919) % (640 << 10)
 	}
 	imgtest.WriteRandomFiles(t, src, files)
 	if v.proto {
@@ -320,6 +324,7 @@ func sameFiles(t *testing.T, a, b string) {
 func TestVariants(t *testing.T) {
 	for _, v := range variants {
 		t.Run(v.name, func(t *testing.T) {
+			t.Parallel()
 			b := image(t, v)
 			imgtest.Need(t, "xfs_copy", "xfs_repair")
 			vol, err := readImage(t, b.img)
