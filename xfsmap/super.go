@@ -117,19 +117,23 @@ type superblock struct {
 	logStartBN uint64
 }
 
-// geometry returns the fields that define where everything is. The covered
-// log check compares them between the on-disk and the logged superblock.
+// geometry returns the fields that define where everything is and how
+// to read it. The covered log check compares them between the on-disk and
+// the logged superblock. The v4 feature bits of sb_versionnum and
+// sb_features2 are left out: the kernel sets some of them at run time
+// (ATTRBIT on the first extended attribute), and none changes the
+// free-space btrees.
 func geometry(b []byte) []byte {
 	var g []byte
 	for _, f := range [][2]int{
 		{sbMagicOff, 4}, {sbBlockSizeOff, 4}, {sbDBlocksOff, 8}, {sbRBlocksOff, 8},
 		{sbUUIDOff, 16}, {sbLogStartOff, 8}, {sbAgBlocksOff, 4}, {sbAgCountOff, 4},
-		{sbLogBlocksOff, 4}, {sbVersionOff, 4}, {sbBlockLogOff, 1}, {sbAgBlkLogOff, 1},
-		{sbInProgressOff, 1}, {sbFeatures2Off, 4}, {sbROCompatOff, 12}, {sbMetaUUIDOff, 16},
+		{sbLogBlocksOff, 4}, {sbSectSizeOff, 2}, {sbBlockLogOff, 1}, {sbSectLogOff, 1},
+		{sbAgBlkLogOff, 1}, {sbInProgressOff, 1}, {sbROCompatOff, 12}, {sbMetaUUIDOff, 16},
 	} {
 		g = append(g, b[f[0]:f[0]+f[1]]...)
 	}
-	return g
+	return append(g, b[sbVersionOff+1]&versionNumMask)
 }
 
 // readSuper reads and validates the primary superblock of a volume of

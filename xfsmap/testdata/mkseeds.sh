@@ -6,6 +6,8 @@
 #   v4.img.gz      36 MiB, 4 KiB blocks, -m crc=0, populated by mkfs -p (a proto
 #                  file): this kernel (CONFIG_XFS_SUPPORT_V4=n) cannot mount v4
 #   frozen.img.gz  the v5 recipe, copied while frozen (fsfreeze): a covered log
+#   crash.img.gz   the v5 recipe, copied while mounted right after a write
+#                  with conv=fsync: a log that needs recovery
 set -eu
 cd "$(dirname "$0")"
 export TEST_DIR=1 TEST_DEV=1 QA_CHECK_FS=1   # let mkfs.xfs go below 300 MB
@@ -31,14 +33,18 @@ make_img() { # name mkfs-args...
 	dev=$(losetup -f --show "$img")
 	mount "$dev" "$work/m"
 	populate
-	if [ "$name" = frozen ]; then
+	case $name in
+	frozen)
 		fsfreeze -f "$work/m"
-		cp --sparse=always "$img" "$work/frozen.copy"
-		fsfreeze -u "$work/m"
-	fi
+		cp --sparse=always "$img" "$work/copy"
+		fsfreeze -u "$work/m";;
+	crash)
+		yes crash | dd of="$work/m/late" bs=64k count=16 iflag=fullblock conv=fsync status=none
+		cp --sparse=always "$img" "$work/copy";;
+	esac
 	umount "$work/m"
 	losetup -d "$dev"; dev=
-	if [ "$name" = frozen ]; then mv "$work/frozen.copy" "$img"; fi
+	if [ -e "$work/copy" ]; then mv "$work/copy" "$img"; fi
 	gzip -9n < "$img" > "$name.img.gz"
 }
 
@@ -53,4 +59,5 @@ truncate -s 36M "$work/v4.img"
 mkfs.xfs -q -f -m crc=0 -p "$work/proto" "$work/v4.img" 2>/dev/null
 gzip -9n < "$work/v4.img" > v4.img.gz
 make_img frozen -m rmapbt=1,reflink=1
+make_img crash -m rmapbt=1,reflink=1
 ls -l ./*.img.gz
