@@ -67,7 +67,7 @@ func TestSeeds(t *testing.T) {
 			if vol.Free.FreeBytes() != vol.FreeBlocks*int64(vol.BlockSize) {
 				t.Errorf("map holds %d bytes, FreeBlocks %d", vol.Free.FreeBytes(), vol.FreeBlocks)
 			}
-			checkMetadataKept(t, img, vol)
+			checkMetadataKept(t, bytes.NewReader(img), size, vol)
 		})
 	}
 	if Probe(bytes.NewReader(make([]byte, 4096)), 4096) || Probe(bytes.NewReader([]byte("XFS")), 3) {
@@ -77,9 +77,9 @@ func TestSeeds(t *testing.T) {
 
 // checkMetadataKept checks what no free extent may cover: the AG headers,
 // the internal log, and anything past the filesystem's last block.
-func checkMetadataKept(t testing.TB, img []byte, vol *Volume) {
+func checkMetadataKept(t testing.TB, ra io.ReaderAt, size int64, vol *Volume) {
 	t.Helper()
-	r := &reader{r: bytes.NewReader(img), size: int64(len(img))}
+	r := &reader{r: ra, size: size}
 	s, err := readSuper(r, r.size)
 	if err != nil {
 		t.Fatalf("superblock of a volume Read accepted: %v", err)

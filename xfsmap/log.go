@@ -80,11 +80,16 @@ type xlog struct {
 	s     *superblock
 	start int64  // byte offset of the log
 	n     uint64 // size in BBs
+	buf   []byte // reused by all
 }
 
 // read returns cnt BBs from BB blk on, wrapping at the end of the log.
 func (l *xlog) read(blk, cnt uint64) ([]byte, error) {
-	b := make([]byte, cnt*bbSize)
+	return l.readInto(make([]byte, cnt*bbSize), blk, cnt)
+}
+
+// readInto is read into b, which holds cnt BBs.
+func (l *xlog) readInto(b []byte, blk, cnt uint64) ([]byte, error) {
 	blk %= l.n
 	first := min(cnt, l.n-blk)
 	if err := l.r.read(b[:first*bbSize], l.start+int64(blk*bbSize)); err != nil {
@@ -117,9 +122,12 @@ func (l *xlog) cycle(blk uint64) (uint32, error) {
 // all checks that the cnt BBs from blk on (wrapping) were all written in
 // cycle want.
 func (l *xlog) all(blk, cnt uint64, want uint32) (bool, error) {
+	if l.buf == nil {
+		l.buf = make([]byte, 2048*bbSize)
+	}
 	for cnt > 0 {
 		k := min(cnt, 2048)
-		b, err := l.read(blk, k)
+		b, err := l.readInto(l.buf[:k*bbSize], blk, k)
 		if err != nil {
 			return false, err
 		}
