@@ -63,7 +63,7 @@ func FuzzRead(f *testing.F) {
 		}
 		bases = append(bases, base{img, truth, []int64{0, s.agOff(1, 0), s.agOff(s.logStartAG, s.logStartBN)}})
 	}
-	f.Add(uint8(0), uint32(0x21), []byte{0x01})                    // sb dblocks
+	f.Add(uint8(0), uint32(0x21), []byte{0x01})                     // sb dblocks
 	f.Add(uint8(1), uint32(512+52), []byte{0x00, 0x00, 0x10, 0x00}) // v4 agf_freeblks
 	f.Add(uint8(1), uint32(4096+16+4), []byte{0x00, 0x00})          // v4 bnobt record
 	f.Add(uint8(2), uint32(0x40000000), []byte{0xfe, 0xed, 0xba, 0xbe})
