@@ -2,6 +2,7 @@ package xfsmap
 
 import (
 	"math"
+	"sort"
 
 	"github.com/prezero/prezero/freemap"
 )
@@ -144,17 +145,24 @@ func (m *mapper) mapAG(agno uint64) error {
 			}
 		}
 	}
+	// So are the blocks of both trees.
+	for _, w := range []*walk{bno, cnt} {
+		for blk := range w.visited {
+			b := uint64(blk)
+			i := sort.Search(len(bno.recs), func(i int) bool { return bno.recs[i][0]+bno.recs[i][1] > b })
+			if i < len(bno.recs) && bno.recs[i][0] <= b {
+				return freemap.Formatf(s.agOff(agno, b), "xfs: btree block %d lies in a free extent", b)
+			}
+		}
+	}
 	for _, e := range bno.recs {
 		if m.extents >= maxExtents {
-			m.dropped++
+			m.droppedExt++
 			continue
 		}
 		m.extents++
 		m.out.Add(s.agOff(agno, e[0]), int64(e[1]<<s.blockLog))
 		m.freeBlocks += int64(e[1])
-	}
-	if m.dropped > 0 && m.extents == maxExtents {
-		m.note("more than %d free extents: the rest are kept", maxExtents)
 	}
 	return nil
 }

@@ -108,6 +108,9 @@ func Read(r io.ReaderAt, size int64) (*Volume, error) {
 			m.note("AG %d kept whole: %v", agno, err)
 		}
 	}
+	if m.droppedExt > 0 {
+		m.note("more than %d free extents: %d more are kept as if used", maxExtents, m.droppedExt)
+	}
 	if m.dropped > 0 {
 		m.notes = append(m.notes, fmt.Sprintf("... and %d more", m.dropped))
 	}
@@ -158,6 +161,7 @@ type mapper struct {
 	s          *superblock
 	out        *freemap.Builder
 	extents    int
+	droppedExt int
 	freeBlocks int64
 	fallbacks  int
 	notes      []string
