@@ -2,7 +2,6 @@ package xfsmap
 
 import (
 	"math"
-	"sort"
 
 	"github.com/prezero/prezero/freemap"
 )
@@ -117,53 +116,48 @@ func (m *mapper) mapAG(agno uint64) error {
 	if s.v5 {
 		bmagic, cmagic = magicBnoV5, magicCntV5
 	}
-	bno := &walk{m: m, agno: agno, agLen: a.length, magic: bmagic, byCount: false}
+	// The AG's extents go to a builder of their own (bounded by
+	// freemap's memory limit), merged into the volume's map only once
+	// every check has passed.
+	agb := freemap.NewBuilder(m.r.size)
+	bno := &walk{m: m, agno: agno, agLen: a.length, magic: bmagic, out: agb}
 	if err := bno.run(a.bnoRoot, a.bnoLevel); err != nil {
+		agb.Map().Release()
 		return err
 	}
+	agMap := agb.Map()
 	cnt := &walk{m: m, agno: agno, agLen: a.length, magic: cmagic, byCount: true}
 	if err := cnt.run(a.cntRoot, a.cntLevel); err != nil {
+		agMap.Release()
 		return err
 	}
 	agfOff := s.agOff(agno, 0) + s.sectSize
+	fail := func(err error) error {
+		agMap.Release()
+		return err
+	}
 	if bno.count != cnt.count || bno.sum != cnt.sum || bno.hash != cnt.hash {
-		return freemap.Formatf(agfOff, "xfs: the by-block and by-size free-space btrees disagree (%d extents/%d blocks vs %d/%d)",
-			bno.count, bno.sum, cnt.count, cnt.sum)
+		return fail(freemap.Formatf(agfOff, "xfs: the by-block and by-size free-space btrees disagree (%d extents/%d blocks vs %d/%d)",
+			bno.count, bno.sum, cnt.count, cnt.sum))
 	}
 	if bno.sum != a.freeblks {
-		return freemap.Formatf(agfOff+agfFreeOff, "xfs: the free-space btrees hold %d blocks, the AGF says %d", bno.sum, a.freeblks)
+		return fail(freemap.Formatf(agfOff+agfFreeOff, "xfs: the free-space btrees hold %d blocks, the AGF says %d", bno.sum, a.freeblks))
 	}
 	if bno.longest != a.longest {
-		return freemap.Formatf(agfOff+agfLongestOff, "xfs: the longest free extent is %d blocks, the AGF says %d", bno.longest, a.longest)
+		return fail(freemap.Formatf(agfOff+agfLongestOff, "xfs: the longest free extent is %d blocks, the AGF says %d", bno.longest, a.longest))
 	}
-	// The internal log is allocated: a free extent over it is corruption.
-	if agno == s.logStartAG {
-		lo, hi := s.logStartBN, s.logStartBN+s.logBlocks
-		for _, e := range bno.recs {
-			if e[0] < hi && lo < e[0]+e[1] {
-				return freemap.Formatf(agfOff, "xfs: a free extent at AG block %d overlaps the log", e[0])
-			}
-		}
-	}
-	// So are the blocks of both trees.
+	// The blocks of both trees are allocated: one inside a free extent is
+	// corruption.
 	for _, w := range []*walk{bno, cnt} {
-		for blk := range w.visited {
-			b := uint64(blk)
-			i := sort.Search(len(bno.recs), func(i int) bool { return bno.recs[i][0]+bno.recs[i][1] > b })
-			if i < len(bno.recs) && bno.recs[i][0] <= b {
-				return freemap.Formatf(s.agOff(agno, b), "xfs: btree block %d lies in a free extent", b)
+		for _, blk := range w.blocks {
+			if off := s.agOff(agno, uint64(blk)); agMap.IsFree(off) {
+				return fail(freemap.Formatf(off, "xfs: btree block %d lies in a free extent", blk))
 			}
 		}
 	}
-	for _, e := range bno.recs {
-		if m.extents >= maxExtents {
-			m.droppedExt++
-			continue
-		}
-		m.extents++
-		m.out.Add(s.agOff(agno, e[0]), int64(e[1]<<s.blockLog))
-		m.freeBlocks += int64(e[1])
-	}
+	m.out.AddMap(agMap, 0)
+	agMap.Release()
+	m.freeBlocks += int64(bno.sum)
 	return nil
 }
 
@@ -173,17 +167,18 @@ type walk struct {
 	agno    uint64
 	agLen   uint64
 	magic   uint32
-	byCount bool // cntbt: keyed by (length, start)
+	byCount bool             // cntbt: keyed by (length, start)
+	out     *freemap.Builder // bnobt: receives the free extents
 
-	visited map[uint32]bool
+	blocks  []uint32              // btree blocks visited
 	last    [maxBtreeLevel]uint32 // last block seen at each level, for sibling checks
 	right   [maxBtreeLevel]uint32 // its right sibling
 	seen    [maxBtreeLevel]bool
 	prevKey uint64
+	prevEnd uint64 // bnobt: end of the previous extent
 	havePrv bool
 
 	count, sum, hash, longest uint64
-	recs                      [][2]uint64 // bnobt only: (start, length)
 }
 
 // key orders records: by start for the bnobt, by (length, start) for the
@@ -197,7 +192,6 @@ func (w *walk) key(start, length uint64) uint64 {
 
 // run walks the tree from root, of levels levels.
 func (w *walk) run(root, levels uint32) error {
-	w.visited = map[uint32]bool{}
 	if err := w.node(root, levels-1, 0, math.MaxUint64); err != nil {
 		return err
 	}
@@ -218,10 +212,13 @@ func (w *walk) node(agbno uint32, level uint32, lo, hi uint64) error {
 	if uint64(agbno) < s.headerBlocks() || uint64(agbno) >= w.agLen {
 		return freemap.Formatf(off, "xfs: btree block %d outside AG %d", agbno, w.agno)
 	}
-	if w.visited[agbno] || uint64(len(w.visited)) >= w.agLen {
-		return freemap.Formatf(off, "xfs: btree block %d reached twice", agbno)
+	// No visited set is needed against loops: levels fall by one per
+	// step, and a block reached twice repeats records, which the strict
+	// record order refuses (every non-root leaf holds at least one).
+	if uint64(len(w.blocks)) >= w.agLen {
+		return freemap.Formatf(off, "xfs: more btree blocks than AG %d holds", w.agno)
 	}
-	w.visited[agbno] = true
+	w.blocks = append(w.blocks, agbno)
 	b := make([]byte, s.blockSize)
 	if err := w.m.r.read(b, off); err != nil {
 		return err
@@ -263,7 +260,7 @@ func (w *walk) node(agbno uint32, level uint32, lo, hi uint64) error {
 
 	n := int(be.Uint16(b[bbNumRecsOff:]))
 	if level == 0 {
-		if max := (len(b) - hdr) / 8; n > max {
+		if max := (len(b) - hdr) / 8; n > max || (n == 0 && hi != math.MaxUint64) || (n == 0 && lo != 0) {
 			return freemap.Formatf(off+bbNumRecsOff, "xfs: btree leaf %d claims %d records", agbno, n)
 		}
 		for i := range n {
@@ -314,21 +311,22 @@ func (w *walk) record(off int64, start, length, lo, hi uint64) error {
 	if k < lo || k >= hi || (w.havePrv && k <= w.prevKey) {
 		return freemap.Formatf(off, "xfs: free extent (%d, %d) out of order", start, length)
 	}
-	if !w.byCount && w.havePrv {
-		// bnobt: extents may not overlap the previous one.
-		prev := w.recs[len(w.recs)-1]
-		if start < prev[0]+prev[1] {
+	if !w.byCount {
+		// bnobt: extents may not overlap the previous one or the log.
+		if w.havePrv && start < w.prevEnd {
 			return freemap.Formatf(off, "xfs: free extent (%d, %d) overlaps the previous one", start, length)
 		}
+		if w.agno == s.logStartAG && start < s.logStartBN+s.logBlocks && s.logStartBN < start+length {
+			return freemap.Formatf(off, "xfs: free extent (%d, %d) overlaps the log", start, length)
+		}
+		w.prevEnd = start + length
+		w.out.Add(s.agOff(w.agno, start), int64(length<<s.blockLog))
 	}
 	w.prevKey, w.havePrv = k, true
 	w.count++
 	w.sum += length
 	w.hash += mix(start<<32 | length)
 	w.longest = max(w.longest, length)
-	if !w.byCount {
-		w.recs = append(w.recs, [2]uint64{start, length})
-	}
 	return nil
 }
 

@@ -37,8 +37,10 @@
 // On a clean filesystem the result equals xfs_db's "freesp -d" minus the
 // AGFL blocks, and the zeroed stream equals "xfs_copy -d" output.
 //
-// Memory grows with the number of free extents, not with the volume size:
-// btree blocks are read one at a time.
+// Memory stays bounded: btree blocks are read one at a time, each AG's
+// extents go straight into a freemap.Builder (which coarsens past
+// freemap.SetMemoryLimit), and only the numbers of the btree blocks (4
+// bytes each) are kept while an AG is checked.
 package xfsmap
 
 import (
@@ -51,10 +53,6 @@ import (
 
 // maxNotes caps Volume.Notes.
 const maxNotes = 20
-
-// maxExtents caps the free extents kept: beyond it extents are dropped
-// (kept used), which is always safe.
-const maxExtents = 1 << 23
 
 // Probe reports whether r looks like XFS: the superblock magic "XFSB" at
 // byte 0. It does no validation.
@@ -77,7 +75,7 @@ type Volume struct {
 	SectorSize int          // bytes
 	Blocks     int64        // sb_dblocks
 	AGCount    int          // allocation groups
-	FreeBlocks int64        // blocks the trusted bnobts call free
+	FreeBlocks int64        // blocks the trusted bnobts call free (before any coarsening)
 	Log        string       // "clean" or "covered"
 	Free       *freemap.Map // proven-free byte ranges relative to the volume start; Free.Size() == size
 	Fallbacks  int          // AGs passed through because something could not be trusted
@@ -107,9 +105,6 @@ func Read(r io.ReaderAt, size int64) (*Volume, error) {
 			m.fallbacks++
 			m.note("AG %d kept whole: %v", agno, err)
 		}
-	}
-	if m.droppedExt > 0 {
-		m.note("more than %d free extents: %d more are kept as if used", maxExtents, m.droppedExt)
 	}
 	if m.dropped > 0 {
 		m.notes = append(m.notes, fmt.Sprintf("... and %d more", m.dropped))
@@ -160,8 +155,6 @@ type mapper struct {
 	r          *reader
 	s          *superblock
 	out        *freemap.Builder
-	extents    int
-	droppedExt int
 	freeBlocks int64
 	fallbacks  int
 	notes      []string
