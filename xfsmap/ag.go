@@ -155,7 +155,15 @@ func (m *mapper) mapAG(agno uint64) error {
 			}
 		}
 	}
-	m.out.AddMap(agMap, 0)
+	// Copy, not AddMap: AddMap would share the chunks that agMap's
+	// memory charge covers, and agMap is released now.
+	for e := range agMap.All() {
+		m.out.Add(e.Off, e.Len)
+	}
+	if c := agMap.Coarsened(); c.Bytes > 0 {
+		m.coarse.Bytes += c.Bytes
+		m.coarse.Under = max(m.coarse.Under, c.Under)
+	}
 	agMap.Release()
 	m.freeBlocks += int64(bno.sum)
 	return nil

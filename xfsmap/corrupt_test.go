@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/prezero/prezero/freemap"
@@ -299,5 +300,38 @@ func TestLogCorruption(t *testing.T) {
 			}
 			t.Logf("%d flips: %d refused, %d unchanged", len(offs), refused, same)
 		})
+	}
+}
+
+// TestMemoryLimit: under a tight freemap memory limit the aged variant's
+// map is coarsened, says so, and still frees only free bytes.
+func TestMemoryLimit(t *testing.T) {
+	b := image(t, variants[len(variants)-1])
+	f, err := os.Open(b.img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	fi, _ := f.Stat()
+	truth, err := Read(f, fi.Size())
+	if err != nil {
+		t.Fatal(err)
+	}
+	prev := freemap.SetMemoryLimit(freemap.MemoryInUse() + 2048)
+	defer freemap.SetMemoryLimit(prev)
+	vol, err := Read(f, fi.Size())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer vol.Free.Release()
+	said := vol.Free.Coarsened().Bytes > 0
+	for _, n := range vol.Notes {
+		said = said || strings.HasPrefix(n, "coarsened")
+	}
+	if !said || vol.Free.FreeBytes() >= truth.Free.FreeBytes() {
+		t.Fatalf("not coarsened: %v %q, %d of %d free bytes", vol.Free.Coarsened(), vol.Notes, vol.Free.FreeBytes(), truth.Free.FreeBytes())
+	}
+	if at, ok := subset(vol.Free, truth.Free); !ok {
+		t.Fatalf("coarsened map frees used byte %d", at)
 	}
 }

@@ -106,6 +106,9 @@ func Read(r io.ReaderAt, size int64) (*Volume, error) {
 			m.note("AG %d kept whole: %v", agno, err)
 		}
 	}
+	if m.coarse.Bytes > 0 {
+		m.note("coarsened while checking AGs (memory limit): %v served from the source", m.coarse)
+	}
 	if m.dropped > 0 {
 		m.notes = append(m.notes, fmt.Sprintf("... and %d more", m.dropped))
 	}
@@ -157,6 +160,7 @@ type mapper struct {
 	out        *freemap.Builder
 	freeBlocks int64
 	fallbacks  int
+	coarse     freemap.Coarsening // dropped by the per-AG builders
 	notes      []string
 	dropped    int
 }
