@@ -26,9 +26,8 @@ bench: build
 FUZZTIME ?= 30s
 FUZZ = $(GO) test -run='^$$' -fuzzminimizetime=10x -fuzztime=$(FUZZTIME)
 fuzz:
-	$(FUZZ) -fuzz='^FuzzRead$$' ./internal/layout
+	$(FUZZ) -fuzz='^FuzzRead$$' ./internal/layout    # MBR, EBR, GPT, backup GPT writer
 	$(FUZZ) -fuzz='^FuzzRead$$' ./extfsmap
 	$(FUZZ) -fuzz='^FuzzPatch$$' ./extfsmap
 	for f in FuzzRead FuzzBootSector FuzzFixup FuzzRunlist FuzzRecord FuzzScanner; do \
 		$(FUZZ) -fuzz="^$$f\$$" ./ntfsmap || exit 1; done
-	$(FUZZ) -fuzz='^FuzzReadTable$$' ./internal/restore
