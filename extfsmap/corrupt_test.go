@@ -213,8 +213,8 @@ func TestCorruptions(t *testing.T) {
 				switch {
 				case err != nil:
 					errs++
-					if !errors.Is(err, ErrFormat) && !errors.Is(err, ErrUnsupported) {
-						t.Errorf("%s: error %v is neither ErrFormat nor ErrUnsupported", c.name, err)
+					if !errors.Is(err, freemap.ErrFormat) && !errors.Is(err, freemap.ErrUnsupported) && !errors.Is(err, freemap.ErrUnsafe) {
+						t.Errorf("%s: error %v is not ErrFormat, ErrUnsupported or ErrUnsafe", c.name, err)
 					}
 					if c.expect == "fallback" {
 						t.Errorf("%s: error %v, want a fallback", c.name, err)

@@ -218,8 +218,8 @@ func TestShortBitmap(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(vol.Warnings) != 1 || !strings.Contains(vol.Warnings[0], tc.warn) {
-				t.Errorf("warnings %q, want one with %q", vol.Warnings, tc.warn)
+			if len(vol.Notes) != 1 || !strings.Contains(vol.Notes[0], tc.warn) {
+				t.Errorf("warnings %q, want one with %q", vol.Notes, tc.warn)
 			}
 			if e, ok := notSubset(vol.Free, truth.Free); ok {
 				t.Fatalf("free extent %+v holds used clusters", e)

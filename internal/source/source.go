@@ -17,6 +17,8 @@ import (
 	"strconv"
 	"strings"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/prezero/prezero/freemap"
 	"github.com/prezero/prezero/internal/layout"
 	"github.com/prezero/prezero/stream"
@@ -93,19 +95,28 @@ func New(f *os.File, path string, opt Options) (*Source, error) {
 	if size == 0 {
 		return nil, fmt.Errorf("%s is empty", path)
 	}
-	return build(f, path, size, opt)
+	ss := 0 // an image file: layout guesses an MBR's sector size
+	if fi.Mode()&os.ModeDevice != 0 {
+		n, err := unix.IoctlGetInt(int(f.Fd()), unix.BLKSSZGET)
+		if err != nil {
+			return nil, fmt.Errorf("%s: reading its logical sector size (BLKSSZGET): %w", path, err)
+		}
+		ss = n
+	}
+	return build(f, path, size, ss, opt)
 }
 
-// build is New over any io.ReaderAt.
-func build(r io.ReaderAt, path string, size int64, opt Options) (*Source, error) {
-	l, err := layout.Read(r, size)
+// build is New over any io.ReaderAt; ss is a block device's logical sector
+// size, or 0.
+func build(r io.ReaderAt, path string, size int64, ss int, opt Options) (*Source, error) {
+	l, err := layout.ReadOptions(r, size, layout.Options{SectorSize: ss, Recognise: recognise})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	s := &Source{Path: path, Size: size, Layout: l}
 	markOverlaps(l.Partitions)
 	for _, lp := range l.Partitions {
-		s.Parts = append(s.Parts, mapPart(r, size, lp, opt))
+		s.Parts = append(s.Parts, mapPart(r, size, lp, l.Meta, opt))
 	}
 
 	disk := freemap.NewBuilder(size)
@@ -114,7 +125,9 @@ func build(r io.ReaderAt, path string, size int64, opt Options) (*Source, error)
 		if p.Zeroed {
 			disk.AddMap(p.Free, p.Start)
 		}
-		if !p.Container && p.Problem == "" {
+		// The header ends where the first entry starts, even an entry
+		// cut off by the end of the source.
+		if !p.Container && p.Size > 0 && p.Start > 0 {
 			first = min(first, p.Start)
 		}
 	}
@@ -126,8 +139,8 @@ func build(r io.ReaderAt, path string, size int64, opt Options) (*Source, error)
 	return s, nil
 }
 
-// mapPart detects and maps one partition.
-func mapPart(r io.ReaderAt, size int64, lp layout.Partition, opt Options) *Part {
+// mapPart detects and maps one partition; the table sectors meta are kept.
+func mapPart(r io.ReaderAt, size int64, lp layout.Partition, meta []layout.Extent, opt Options) *Part {
 	start, n := lp.Clip(size)
 	sec := io.NewSectionReader(r, start, n)
 	p := &Part{Partition: lp}
@@ -152,13 +165,49 @@ func mapPart(r io.ReaderAt, size int64, lp layout.Partition, opt Options) *Part 
 	if err != nil {
 		return passThrough(err.Error())
 	}
-	if res.free.Size() != n {
-		return passThrough(fmt.Sprintf("internal error: %s map covers %d bytes, partition has %d", d.name, res.free.Size(), n))
+	if res.Free.Size() != n {
+		return passThrough(fmt.Sprintf("internal error: %s map covers %d bytes, partition has %d", d.name, res.Free.Size(), n))
 	}
-	p.FS, p.BlockSize, p.Notes = res.fs, res.blockSize, res.notes
-	p.Zeroed, p.Free = true, res.free
+	p.FS, p.BlockSize, p.Notes = res.FS, res.BlockSize, res.Notes
+	p.Zeroed, p.Free = true, keepMeta(res.Free, start, meta)
 	p.Stream = stream.New(sec, n, p.Free)
 	return p
+}
+
+// keepMeta returns free (a partition's map, which starts at byte start of
+// the source) without the partition-table sectors meta: whatever free space
+// a table puts its MBR, EBRs or GPT arrays in, they are served from the
+// source, in the disk stream and in the partition's own.
+func keepMeta(free *freemap.Map, start int64, meta []layout.Extent) *freemap.Map {
+	var cut []freemap.Extent
+	for _, m := range meta {
+		off, end := max(m.Start-start, 0), min(m.Start+m.Size-start, free.Size())
+		if end > off {
+			cut = append(cut, freemap.Extent{Off: off, Len: end - off})
+		}
+	}
+	if len(cut) == 0 {
+		return free
+	}
+	b := freemap.NewBuilder(free.Size())
+	for _, e := range free.Extents() {
+		addWithout(b, e, cut)
+	}
+	return b.Map()
+}
+
+// addWithout adds e to b minus every extent of cut.
+func addWithout(b *freemap.Builder, e freemap.Extent, cut []freemap.Extent) {
+	for _, c := range cut {
+		if c.Off < e.End() && e.Off < c.End() {
+			addWithout(b, freemap.Extent{Off: e.Off, Len: c.Off - e.Off}, cut)
+			addWithout(b, freemap.Extent{Off: c.End(), Len: e.End() - c.End()}, cut)
+			return
+		}
+	}
+	if e.Len > 0 {
+		b.Add(e.Off, e.Len)
+	}
 }
 
 // markOverlaps marks every partition that shares bytes with another: one
