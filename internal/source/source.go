@@ -151,6 +151,8 @@ func mapPart(r io.ReaderAt, size int64, lp layout.Partition, meta []layout.Exten
 		return p
 	}
 	switch {
+	case lp.Container && lp.Problem != "":
+		return passThrough("extended partition (holds the logical partitions' boot records); " + lp.Problem)
 	case lp.Container:
 		return passThrough("extended partition (holds the logical partitions' boot records)")
 	case lp.Problem != "":
