@@ -16,6 +16,8 @@ import (
 	"syscall"
 
 	"github.com/spf13/pflag"
+
+	"github.com/prezero/prezero/borg"
 )
 
 // command is one subcommand. Each lives in its own cmd_NAME.go and adds
@@ -110,8 +112,17 @@ func exitCode(name string, err error, ctx context.Context) int {
 		fmt.Fprintf(os.Stderr, "prezero %s: interrupted: %v\n", name, err)
 		return 130
 	}
-	fmt.Fprintf(os.Stderr, "prezero %s: %v\n", name, err)
+	fmt.Fprintf(os.Stderr, "prezero %s: %v%s\n", name, err, advice(err))
 	return 2
+}
+
+// advice is what the CLI adds to a library's reason: the flags that
+// libraries do not know about.
+func advice(err error) string {
+	if errors.Is(err, borg.ErrNotFound) {
+		return ", or pass --borg PATH"
+	}
+	return ""
 }
 
 func printUsage(w *os.File) {
