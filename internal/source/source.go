@@ -6,7 +6,14 @@
 //
 // Rules: a partition that no parser claims, that a parser refuses, or that
 // overlaps another passes through whole; bytes outside every partition (boot
-// code, gaps, the backup GPT) pass through; only proven-free ranges are zero.
+// code, gaps, the backup GPT) pass through; the partition table's own
+// sectors (layout.Layout.Meta) pass through wherever they lie, even inside a
+// partition's free space; only proven-free ranges are zero. The header is
+// the bytes before the first table entry's start, even an entry cut off by
+// the end of the source.
+//
+// Filesystems are found through the probe table in detect.go: adding one is
+// one <fs>map package and one row there.
 package source
 
 import (
