@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/prezero/prezero/borg"
+	"github.com/prezero/prezero/internal/restore"
 )
 
 // command is one subcommand. Each lives in its own cmd_NAME.go and adds
@@ -119,8 +120,11 @@ func exitCode(name string, err error, ctx context.Context) int {
 // advice is what the CLI adds to a library's reason: the flags that
 // libraries do not know about.
 func advice(err error) string {
-	if errors.Is(err, borg.ErrNotFound) {
+	switch {
+	case errors.Is(err, borg.ErrNotFound):
 		return ", or pass --borg PATH"
+	case errors.Is(err, restore.ErrExtended):
+		return "; restore one partition with --path partN.img"
 	}
 	return ""
 }

@@ -61,6 +61,15 @@ func readTable(r io.ReaderAt, size int64) (*table, error) {
 	return readMBR(r, size)
 }
 
+// ErrExtended is matched (errors.Is) by the refusal of an MBR header.img
+// with an extended partition; the error also matches freemap.ErrFormat.
+var ErrExtended = errors.New("extended partition in header.img")
+
+type extendedError struct{ error }
+
+func (e extendedError) Is(target error) bool { return target == ErrExtended }
+func (e extendedError) Unwrap() error        { return e.error }
+
 // mbrSector is the sector size of the MBRs restore rebuilds from.
 const mbrSector = 512
 
@@ -85,11 +94,11 @@ func readMBR(r io.ReaderAt, size int64) (*table, error) {
 		case e.Type == 0xEE:
 			return nil, freemap.Formatf(off, "header.img: a protective MBR (type 0xEE) but no valid GPT header at LBA 1 with 512- or 4096-byte sectors")
 		case layout.IsExtended(e.Type):
-			return nil, freemap.Formatf(off, "header.img: MBR partition %d is an extended partition (type 0x%02x). "+
+			return nil, extendedError{freemap.Formatf(off, "header.img: MBR partition %d is an extended partition (type 0x%02x). "+
 				"The boot records (EBRs) that describe its logical partitions live inside it, not in header.img, "+
 				"so prezero cannot put the disk back together from header.img and partN.img. "+
 				"Restore a disk.img archive instead, or recreate the partitions and restore each partN.img "+
-				"to its partition", i+1, e.Type)
+				"to its partition", i+1, e.Type)}
 		case e.Sectors == 0:
 			return nil, freemap.Formatf(off, "header.img: MBR partition %d has type 0x%02x but no sectors", i+1, e.Type)
 		}
