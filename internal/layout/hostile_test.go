@@ -180,6 +180,18 @@ func TestMBR4096(t *testing.T) {
 			}
 		})
 	}
+	// A filesystem at an entry's start read at 4096 is not enough when the
+	// entries would then reach past the end of the source.
+	small := filepath.Join(t.TempDir(), "small.img")
+	imgtest.ZeroFile(t, small, 12<<20)
+	copy4k := mbrSectorBytes(MBREntry{0, 0x83, 256, 2048}, MBREntry{0, 0x83, 2304, 2048})
+	os.WriteFile(small, append(copy4k, make([]byte, 12<<20-512)...), 0o644)
+	imgtest.WriteAt(t, small, 256*4096, fs)
+	fsm, _ := os.Open(small)
+	defer fsm.Close()
+	if l, err := ReadOptions(fsm, 12<<20, Options{Recognise: extMagic}); err != nil || l.SectorSize != 512 || len(l.Notes) != 0 {
+		t.Fatalf("past the end at 4096: %+v, %v", l, err)
+	}
 	// A 512-byte MBR with a filesystem at its entries is left at 512.
 	img5 := sfdiskImage(t, 32<<20, 512, "label: dos\nstart=2048, size=16384, type=83\n")
 	imgtest.WriteAt(t, img5, 2048*512, fs)

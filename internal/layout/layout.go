@@ -20,7 +20,8 @@
 // Sector size: GPT is tried with the device's logical sector size first,
 // then 512 and 4096 bytes. An MBR states no sector size: a block device's
 // (Options.SectorSize, from BLKSSZGET) is used; for an image file 512, unless
-// no entry starts with a recognised filesystem at 512 and one does at 4096.
+// no entry starts with a recognised filesystem at 512, while at 4096 every
+// entry fits in the source and one starts with a filesystem.
 //
 // The GPT decoder is written here rather than driven through go-diskfs:
 // go-diskfs refuses valid entry sizes other than 128 bytes, allocates what
@@ -132,7 +133,7 @@ func ReadOptions(r io.ReaderAt, size int64, opt Options) (*Layout, error) {
 	}
 	l := readMBR(r, size, entries, 512)
 	if opt.Recognise != nil && !recognised(r, size, l, opt.Recognise) {
-		if l4k := readMBR(r, size, entries, 4096); recognised(r, size, l4k, opt.Recognise) {
+		if l4k := readMBR(r, size, entries, 4096); sound(l4k) && recognised(r, size, l4k, opt.Recognise) {
 			l4k.Notes = append(l4k.Notes, "MBR read with 4096-byte sectors: filesystems start at those offsets, none at 512-byte ones")
 			return l4k, nil
 		}
@@ -153,6 +154,17 @@ func clipMeta(l *Layout, size int64) {
 		}
 	}
 	l.Meta = out
+}
+
+// sound reports whether every entry of l lies inside the source: a 512-byte
+// table misread at 4096 bytes would reach eight times as far.
+func sound(l *Layout) bool {
+	for _, p := range l.Partitions {
+		if p.Problem != "" {
+			return false
+		}
+	}
+	return true
 }
 
 // recognised reports whether any usable partition of l starts with a
