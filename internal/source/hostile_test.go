@@ -13,7 +13,9 @@ import (
 	"testing"
 
 	"github.com/prezero/prezero/extfsmap"
+	"github.com/prezero/prezero/freemap"
 	"github.com/prezero/prezero/internal/imgtest"
+	"github.com/prezero/prezero/internal/layout"
 	"github.com/prezero/prezero/stream"
 )
 
@@ -297,5 +299,17 @@ func TestMBR4096(t *testing.T) {
 			}
 			compare(t, "disk", src.Disk(), want)
 		})
+	}
+}
+
+func TestKeepMeta(t *testing.T) {
+	b := freemap.NewBuilder(100)
+	b.Add(0, 40)
+	b.Add(50, 50)
+	meta := []layout.Extent{{Start: 1010, Size: 5}, {Start: 1030, Size: 30}, {Start: 1095, Size: 100}, {Start: 900, Size: 102}}
+	got := keepMeta(b.Map(), 1000, meta)
+	want := "[{2 8} {15 15} {60 35}]"
+	if fmt.Sprint(got.Extents()) != want || got.Size() != 100 {
+		t.Fatalf("got %v, want %s", got.Extents(), want)
 	}
 }

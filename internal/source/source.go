@@ -207,6 +207,9 @@ func keepMeta(free *freemap.Map, start int64, meta []layout.Extent) *freemap.Map
 
 // addWithout adds e to b minus every extent of cut.
 func addWithout(b *freemap.Builder, e freemap.Extent, cut []freemap.Extent) {
+	if e.Len <= 0 {
+		return
+	}
 	for _, c := range cut {
 		if c.Off < e.End() && e.Off < c.End() {
 			addWithout(b, freemap.Extent{Off: e.Off, Len: c.Off - e.Off}, cut)
@@ -214,9 +217,7 @@ func addWithout(b *freemap.Builder, e freemap.Extent, cut []freemap.Extent) {
 			return
 		}
 	}
-	if e.Len > 0 {
-		b.Add(e.Off, e.Len)
-	}
+	b.Add(e.Off, e.Len)
 }
 
 // markOverlaps marks every partition that shares bytes with another: one
