@@ -18,8 +18,8 @@ import (
 // the partition pass through whole, with the error as its reason. Rows are
 // tried in order; the first probe that says yes owns the partition.
 var probes = []probe{
-	{"ext", extfsmap.Probe, func(r io.ReaderAt, size int64, _ Options) (*volume, error) {
-		v, err := extfsmap.Read(r, size)
+	{"ext", extfsmap.Probe, func(r io.ReaderAt, size int64, opt Options) (*volume, error) {
+		v, err := extfsmap.ReadWith(r, size, extfsmap.Options{CrossCheck: extfsmap.CrossCheck(opt.CrossCheck)})
 		if err != nil {
 			return nil, err
 		}
@@ -30,7 +30,7 @@ var probes = []probe{
 		return &volume{v.FS, v.ClusterSize, v.Free, notes}, nil // the cluster is ext's allocation unit
 	}},
 	{"ntfs", ntfsmap.Probe, func(r io.ReaderAt, size int64, opt Options) (*volume, error) {
-		v, err := ntfsmap.Read(r, size, ntfsmap.Options{ForceDirty: opt.ForceDirty})
+		v, err := ntfsmap.Read(r, size, ntfsmap.Options{ForceDirty: opt.ForceDirty, NoCrossCheck: opt.CrossCheck == CrossCheckOff})
 		if err != nil {
 			return nil, err
 		}

@@ -33,8 +33,22 @@ import (
 
 // Options change how partitions are mapped.
 type Options struct {
-	ForceDirty bool // zero dirty NTFS volumes too (never hibernated ones)
+	ForceDirty bool       // zero dirty NTFS volumes too (never hibernated ones)
+	CrossCheck CrossCheck // check bitmaps against the files that use them
 }
+
+// CrossCheck chooses whether parsers check their allocation bitmaps against
+// the blocks their files reference (ext inodes, NTFS MFT records), keeping
+// used whatever a file references.
+type CrossCheck int
+
+const (
+	// CrossCheckAuto: where the bitmap has no checksum of its own (ext2,
+	// ext3, ext4 without metadata_csum; every NTFS).
+	CrossCheckAuto CrossCheck = iota
+	CrossCheckOn
+	CrossCheckOff
+)
 
 // Source is an opened, mapped source.
 type Source struct {
@@ -178,6 +192,9 @@ func mapPart(r io.ReaderAt, size int64, lp layout.Partition, meta []layout.Exten
 		return passThrough(fmt.Sprintf("internal error: %s map covers %d bytes, partition has %d", d.name, res.Free.Size(), n))
 	}
 	p.FS, p.BlockSize, p.Notes = res.FS, res.BlockSize, res.Notes
+	if c := res.Free.Coarsened(); c.Bytes > 0 {
+		p.Notes = append(p.Notes, fmt.Sprintf("coarsened: %v served from source to stay within the memory limit", c))
+	}
 	p.Zeroed, p.Free = true, keepMeta(res.Free, start, meta)
 	p.Stream = stream.New(sec, n, p.Free)
 	return p
@@ -188,36 +205,23 @@ func mapPart(r io.ReaderAt, size int64, lp layout.Partition, meta []layout.Exten
 // a table puts its MBR, EBRs or GPT arrays in, they are served from the
 // source, in the disk stream and in the partition's own.
 func keepMeta(free *freemap.Map, start int64, meta []layout.Extent) *freemap.Map {
-	var cut []freemap.Extent
+	cut := freemap.NewBuilder(free.Size())
+	n := 0
 	for _, m := range meta {
 		off, end := max(m.Start-start, 0), min(m.Start+m.Size-start, free.Size())
 		if end > off {
-			cut = append(cut, freemap.Extent{Off: off, Len: end - off})
+			cut.Add(off, end-off)
+			n++
 		}
 	}
-	if len(cut) == 0 {
+	cm := cut.Map()
+	defer cm.Release()
+	if n == 0 {
 		return free
 	}
-	b := freemap.NewBuilder(free.Size())
-	for _, e := range free.Extents() {
-		addWithout(b, e, cut)
-	}
-	return b.Map()
-}
-
-// addWithout adds e to b minus every extent of cut.
-func addWithout(b *freemap.Builder, e freemap.Extent, cut []freemap.Extent) {
-	if e.Len <= 0 {
-		return
-	}
-	for _, c := range cut {
-		if c.Off < e.End() && e.Off < c.End() {
-			addWithout(b, freemap.Extent{Off: e.Off, Len: c.Off - e.Off}, cut)
-			addWithout(b, freemap.Extent{Off: c.End(), Len: e.End() - c.End()}, cut)
-			return
-		}
-	}
-	b.Add(e.Off, e.Len)
+	out := free.Without(cm)
+	free.Release() // nothing reads through it: its memory goes back to the limit
+	return out
 }
 
 // markOverlaps marks every partition that shares bytes with another: one
