@@ -97,7 +97,7 @@ func openNBD(c *nbd.Client, path string, opt Options) (*Source, error) {
 			return nil, fmt.Errorf("%s: %w", path, err)
 		}
 	}
-	s, err := build(c, path, c.Size(), kz, opt)
+	s, err := build(c, path, c.Size(), 0, kz, opt)
 	if err != nil {
 		return nil, err
 	}
