@@ -141,7 +141,7 @@ func (c *Client) handshake(export string) error {
 	}
 
 	// Structured replies, then base:allocation; either may be refused.
-	typ, data, err := c.option(optStructured, nil)
+	typ, _, err := c.option(optStructured, nil)
 	if err != nil {
 		return err
 	}
@@ -168,7 +168,7 @@ func (c *Client) handshake(export string) error {
 	}
 	gotSize := false
 	for {
-		typ, data, err = c.optionReply(optGo)
+		typ, data, err := c.optionReply(optGo)
 		if err != nil {
 			return err
 		}
