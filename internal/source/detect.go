@@ -5,6 +5,7 @@ import (
 	"io"
 
 	"github.com/prezero/prezero/extfsmap"
+	"github.com/prezero/prezero/fatmap"
 	"github.com/prezero/prezero/freemap"
 	"github.com/prezero/prezero/ntfsmap"
 )
@@ -29,6 +30,7 @@ type filesystem struct {
 var filesystems = []filesystem{
 	{name: "ext", probe: extfsmap.Probe, read: readExt},
 	{name: "ntfs", probe: ntfsmap.Probe, read: readNTFS},
+	{name: "vfat", probe: fatmap.Probe, read: readFAT}, // after ntfs: NTFS boot sectors have a jump and 0x55AA too
 }
 
 func detect(r io.ReaderAt, size int64) *filesystem {
@@ -58,4 +60,12 @@ func readNTFS(r io.ReaderAt, size int64, opt Options) (*result, error) {
 		return nil, err
 	}
 	return &result{fs: "ntfs", blockSize: v.ClusterSize, free: v.Free, notes: v.Warnings}, nil
+}
+
+func readFAT(r io.ReaderAt, size int64, _ Options) (*result, error) {
+	v, err := fatmap.Read(r, size)
+	if err != nil {
+		return nil, err
+	}
+	return &result{fs: v.FS, blockSize: v.BlockSize, free: v.Free, notes: v.Notes}, nil
 }
