@@ -161,10 +161,11 @@ func (g *geometry) check(size int64) error {
 		return freemap.Formatf(offFATSz16, "vfat: a FAT of %d sectors cannot hold %d clusters", g.fatSz, g.clusters)
 	}
 	// Formatters size the FAT for the clusters (Microsoft's formula
-	// overshoots FAT12 by a third). One much larger means the cluster size
-	// or the sector counts are not what the FAT was made for.
+	// overshoots FAT12 by a third; mkfs.fat pads each FAT to whole
+	// clusters). One much larger means the cluster size or the sector
+	// counts are not what the FAT was made for.
 	perSector := uint64(g.bps) * 8 / uint64(g.bits)
-	if g.capacity() > (uint64(g.clusters)+2)*3/2+perSector {
+	if g.capacity() > (uint64(g.clusters)+2)*3/2+perSector*uint64(g.spc) {
 		return freemap.Formatf(offFATSz16, "vfat: a FAT of %d sectors (%d entries) is far larger than %d clusters need", g.fatSz, g.capacity(), g.clusters)
 	}
 	return nil
