@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/prezero/prezero/exfatmap"
 	"github.com/prezero/prezero/extfsmap"
 	"github.com/prezero/prezero/fatmap"
 	"github.com/prezero/prezero/freemap"
@@ -30,6 +31,7 @@ type filesystem struct {
 var filesystems = []filesystem{
 	{name: "ext", probe: extfsmap.Probe, read: readExt},
 	{name: "ntfs", probe: ntfsmap.Probe, read: readNTFS},
+	{name: "exfat", probe: exfatmap.Probe, read: readExFAT},
 	{name: "vfat", probe: fatmap.Probe, read: readFAT}, // after ntfs: NTFS boot sectors have a jump and 0x55AA too
 }
 
@@ -64,6 +66,14 @@ func readNTFS(r io.ReaderAt, size int64, opt Options) (*result, error) {
 
 func readFAT(r io.ReaderAt, size int64, _ Options) (*result, error) {
 	v, err := fatmap.Read(r, size)
+	if err != nil {
+		return nil, err
+	}
+	return &result{fs: v.FS, blockSize: v.BlockSize, free: v.Free, notes: v.Notes}, nil
+}
+
+func readExFAT(r io.ReaderAt, size int64, _ Options) (*result, error) {
+	v, err := exfatmap.Read(r, size)
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,137 @@
+package exfatmap
+
+import (
+	"math/bits"
+
+	"github.com/prezero/prezero/freemap"
+)
+
+// Directory entry types (exFAT specification, section 7).
+const (
+	typeEnd       = 0x00
+	typeBitmap    = 0x81
+	typeUpcase    = 0x82
+	typeLabel     = 0x83
+	typeFile      = 0x85
+	typeStream    = 0xC0
+	inUse         = 0x80
+	secondary     = 0x40
+	benign        = 0x20
+	flagAllocPoss = 1 << 0
+	flagNoFatChn  = 1 << 1
+	attrDirectory = 0x10
+	maxDirBytes   = 32 << 20
+	bitmapChunk   = 1 << 20
+)
+
+// bitmapEntry is an Allocation Bitmap directory entry.
+type bitmapEntry struct {
+	second bool // BitmapFlags bit 0: the second (TexFAT) bitmap
+	first  uint32
+	length uint64
+	off    int64 // the entry's byte offset in the root directory data
+}
+
+// rootEntries finds the allocation bitmaps and the up-case table in the
+// root directory, and returns the bitmaps and the clusters of all three.
+func (v *volume) rootEntries(data []byte) ([]bitmapEntry, []run, error) {
+	var maps []bitmapEntry
+	var meta []run
+	for i := 0; i+32 <= len(data); i += 32 {
+		e := data[i : i+32]
+		if e[0] == typeEnd {
+			break
+		}
+		switch e[0] {
+		case typeBitmap:
+			maps = append(maps, bitmapEntry{second: e[1]&1 != 0, first: le32(e, 20), length: le64(e, 24), off: int64(i)})
+		case typeUpcase:
+			rs, err := v.chain(le32(e, 20), le64(e, 24), false, "up-case table")
+			if err != nil {
+				return nil, nil, freemap.Formatf(v.clusterOffset(v.boot.rootClus), "exfat: %v", err)
+			}
+			meta = append(meta, rs...)
+		}
+	}
+	b := v.boot
+	switch {
+	case len(maps) == 0:
+		return nil, nil, freemap.Formatf(v.clusterOffset(b.rootClus), "exfat: no allocation bitmap in the root directory")
+	case len(maps) > 2 || (len(maps) == 2 && maps[0].second == maps[1].second):
+		return nil, nil, freemap.Formatf(v.clusterOffset(b.rootClus), "exfat: %d allocation bitmaps in the root directory", len(maps))
+	case len(maps) != int(b.nfats):
+		return nil, nil, freemap.Formatf(offNumberOfFats, "exfat: %d allocation bitmaps for %d FATs", len(maps), b.nfats)
+	}
+	cb := uint64(b.clusterBytes())
+	for _, m := range maps {
+		// Linux refuses a bitmap whose size is not ClusterCount bits.
+		if want := (uint64(b.clusters) + 7) / 8; m.length != want {
+			return nil, nil, freemap.Formatf(v.clusterOffset(b.rootClus)+m.off+24,
+				"exfat: allocation bitmap of %d bytes, but ClusterCount %d needs %d", m.length, b.clusters, want)
+		}
+		n := (m.length + cb - 1) / cb
+		if !v.inHeap(m.first, n) {
+			return nil, nil, freemap.Formatf(v.clusterOffset(b.rootClus)+m.off+20, "exfat: allocation bitmap at clusters %d..+%d, outside the heap", m.first, n)
+		}
+		// Linux reads the bitmap as contiguous clusters; a FAT chain
+		// leading elsewhere would make that reading ambiguous.
+		for k := uint64(0); k+1 < n; k++ {
+			e, err := v.entry(m.first + uint32(k))
+			if err != nil {
+				return nil, nil, err
+			}
+			if e != 0 && uint64(e) != uint64(m.first)+k+1 {
+				return nil, nil, freemap.Formatf(v.clusterOffset(b.rootClus)+m.off+20, "exfat: allocation bitmap's FAT chain is not contiguous (cluster %d -> %#x)", uint64(m.first)+k, e)
+			}
+		}
+		meta = append(meta, run{m.first, uint32(n)})
+	}
+	return maps, meta, nil
+}
+
+// readBitmaps streams the bitmaps and returns the clusters free in all of
+// them, as sorted runs.
+func (v *volume) readBitmaps(maps []bitmapEntry) ([]run, error) {
+	b := v.boot
+	length := int64(maps[0].length)
+	bufs := make([][]byte, len(maps))
+	for i := range bufs {
+		bufs[i] = make([]byte, min(length, bitmapChunk))
+	}
+	var free []run
+	add := func(c uint32, n uint32) {
+		if k := len(free); k > 0 && free[k-1].end() == uint64(c) {
+			free[k-1].n += n
+			return
+		}
+		free = append(free, run{c, n})
+	}
+	for off := int64(0); off < length; off += bitmapChunk {
+		n := min(length-off, bitmapChunk)
+		for i, m := range maps {
+			if err := v.readAt(bufs[i][:n], v.clusterOffset(m.first)+off); err != nil {
+				return nil, err
+			}
+			if i > 0 {
+				for j := range n {
+					bufs[0][j] |= bufs[i][j]
+				}
+			}
+		}
+		for j, x := range bufs[0][:n] {
+			if x == 0xFF {
+				continue
+			}
+			base := uint64(off+int64(j)) * 8 // bit index of the byte's bit 0
+			for x != 0xFF {
+				k := uint64(bits.TrailingZeros8(^x)) // lowest zero bit
+				if base+k >= uint64(b.clusters) {
+					break // padding bits past the last cluster
+				}
+				add(uint32(base+k+2), 1)
+				x |= 1 << k
+			}
+		}
+	}
+	return free, nil
+}
