@@ -19,12 +19,14 @@
 //     ClusterCount bits (Linux refuses the volume otherwise); the bitmap,
 //     up-case table and root directory must be marked allocated in it.
 //     Anything else is an error, and the caller passes the volume through.
-//   - A volume with VolumeDirty set may have directory entries whose
-//     clusters the bitmap does not show yet, so exfatmap walks the
-//     directory tree (with depth, size and loop limits) and also keeps
-//     every cluster range a directory entry references: a stream
-//     extension's first cluster and length, contiguous (NoFatChain) or
-//     along its FAT chain. If the walk fails, Read refuses (ErrUnsafe).
+//   - exfatmap walks the directory tree (with depth, size and loop limits)
+//     and collects every cluster range a directory entry references: a
+//     stream extension's first cluster and length, contiguous (NoFatChain)
+//     or along its FAT chain. On a clean volume each must be allocated in
+//     the bitmap, or the volume is refused (a corrupt bitmap). A volume
+//     with VolumeDirty set may have entries whose clusters the bitmap does
+//     not show yet: those ranges are kept too, and if the walk fails Read
+//     refuses (ErrUnsafe).
 //
 // Memory: the bitmap is streamed in 1 MiB chunks; what is kept grows with
 // the number of free extents (and, on a dirty volume, of files).
@@ -47,7 +49,7 @@ type Volume struct {
 	Clusters     int64        // ClusterCount (clusters 2 .. Clusters+1)
 	FreeClusters int64        // clusters proven free
 	Bitmaps      int          // allocation bitmaps united (2 with TexFAT)
-	Dirty        bool         // VolumeDirty was set; the directory tree was walked
+	Dirty        bool         // VolumeDirty was set: clusters directory entries reference were kept
 	Free         *freemap.Map // proven-free byte ranges relative to the volume start; Free.Size() == size
 	Notes        []string     // remarks: dirty state, media failure flag, ...
 }
@@ -103,16 +105,27 @@ func Read(r io.ReaderAt, size int64) (*Volume, error) {
 			return nil, freemap.Formatf(v.clusterOffset(m.first), "exfat: the allocation bitmap marks clusters %d..%d of its own metadata free", m.first, m.first+m.n-1)
 		}
 	}
-	if b.flags&flagDirty != 0 {
-		out.Dirty = true
-		w := &walker{v: v, visited: map[uint32]bool{}}
-		if err := w.walk(b.rootClus, data); err != nil {
+	// The directory tree must agree with the bitmap; on a dirty volume
+	// what it references is kept even where the bitmap says free.
+	dirty := b.flags&flagDirty != 0
+	out.Dirty = dirty
+	w := &walker{v: v, visited: map[uint32]bool{}}
+	if err := w.walk(b.rootClus, data); err != nil {
+		if dirty {
 			return nil, freemap.Unsafe("exfat: volume is dirty and its directory tree cannot be walked to find the clusters its bitmap may not show yet: %v", err)
 		}
-		before := countRuns(free)
-		free = subtract(free, w.keep)
-		v.note("volume is dirty (VolumeDirty set): also kept %d clusters that directory entries reference but the bitmap marks free", before-countRuns(free))
+		return nil, freemap.Formatf(v.clusterOffset(b.rootClus), "exfat: directory tree cannot be walked: %v", err)
 	}
+	kept := subtract(free, w.keep)
+	if n := countRuns(free) - countRuns(kept); n > 0 {
+		if !dirty {
+			return nil, freemap.Formatf(v.clusterOffset(maps[0].first), "exfat: the allocation bitmap marks free %d clusters that directory entries use, on a volume marked clean", n)
+		}
+		v.note("volume is dirty (VolumeDirty set): also kept %d clusters that directory entries reference but the bitmap marks free", n)
+	} else if dirty {
+		v.note("volume is dirty (VolumeDirty set): its directory tree agrees with the bitmap")
+	}
+	free = kept
 	fb := freemap.NewBuilder(size)
 	for _, f := range free {
 		fb.Add(v.clusterOffset(f.first), int64(f.n)*b.clusterBytes())
