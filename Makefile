@@ -33,3 +33,4 @@ fuzz:
 		$(FUZZ) -fuzz="^$$f\$$" ./ntfsmap || exit 1; done
 	$(FUZZ) -fuzz='^FuzzReadTable$$' ./internal/restore
 	$(FUZZ) -fuzz='^FuzzRead$$' ./fatmap
+	$(FUZZ) -fuzz='^FuzzRead$$' ./exfatmap
