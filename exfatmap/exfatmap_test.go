@@ -256,7 +256,10 @@ func getLayout(t *testing.T, img []byte) *layout {
 
 // fixChecksum rewrites the main boot region's checksum sector.
 func fixChecksum(img []byte) {
-	bps := 1 << img[offBytesPerSecSh]
+	fixChecksumBps(img, 1<<img[offBytesPerSecSh])
+}
+
+func fixChecksumBps(img []byte, bps int) {
 	var sum uint32
 	for i, c := range img[:checksumSector*bps] {
 		if i == offVolumeFlags || i == offVolumeFlags+1 || i == offPercentInUse {
