@@ -4,8 +4,8 @@ import (
 	"fmt"
 )
 
-// Limits of the directory walk of a dirty volume. Exceeding one fails the
-// walk, and the volume passes through.
+// Limits of the directory walk. Exceeding one fails the walk, and the
+// volume passes through.
 const (
 	maxDepth   = 256
 	maxDirs    = 1 << 20
@@ -13,8 +13,8 @@ const (
 	maxKeep    = 1 << 22
 )
 
-// walker walks the directory tree of a dirty volume breadth first and
-// collects every cluster range a directory entry references.
+// walker walks the directory tree breadth first and collects every
+// cluster range a directory entry references.
 type walker struct {
 	v       *volume
 	visited map[uint32]bool
