@@ -54,7 +54,7 @@ func corruptions(t *testing.T, f *fixture, img []byte, g *geometry) map[string]i
 		root = g.clusterOffset(g.rootClus)
 	}
 	sub := g.clusterOffset(chain(t, f.path, "EFI/BOOT")[0])
-	for i := int64(0); i < 160; i++ {
+	for i := int64(0); i < 128; i++ {
 		out[fmt.Sprintf("root dir+%d", i)] = root + i
 		out[fmt.Sprintf("EFI/BOOT dir+%d", i)] = sub + i
 	}
@@ -62,7 +62,7 @@ func corruptions(t *testing.T, f *fixture, img []byte, g *geometry) map[string]i
 }
 
 // TestCorruptions applies each one-byte corruption, four ways, to real
-// images, clean and dirty. Each must give an error or a map whose free
+// images, clean and (but for the boot sector) dirty. Each must give an error or a map whose free
 // bytes are all free in the true map: never a used byte zeroed, never a
 // panic.
 func TestCorruptions(t *testing.T) {
@@ -73,9 +73,13 @@ func TestCorruptions(t *testing.T) {
 			g := geom(t, img)
 			dirty := bytes.Clone(img)
 			setDirty(dirty, g)
+			cs := corruptions(t, f, img, g)
 			for _, base := range [][]byte{img, dirty} {
 				var nerr, nok, nsame int
-				for what, off := range corruptions(t, f, img, g) {
+				for what, off := range cs {
+					if off < 512 && &base[0] == &dirty[0] {
+						continue // the boot sector's checks do not depend on the state byte
+					}
 					old := base[off]
 					for _, val := range []byte{old ^ 0xFF, old + 1, old - 1, old ^ 0x10} {
 						vol, err := Read(&patchedReader{base, off, val}, int64(len(base)))
