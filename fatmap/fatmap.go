@@ -21,17 +21,27 @@
 // The FAT type comes from the cluster count alone (Microsoft's rule: fewer
 // than 4085 clusters is FAT12, fewer than 65525 FAT16, else FAT32), never
 // from the label. A BPB whose layout says otherwise (a FAT32 BPB with too few
-// clusters, say) is refused, as is a FAT too short for the clusters, a volume
-// larger than its partition, or any BPB field out of range.
+// clusters, say) is refused, as is a FAT too short (or far too long) for the
+// clusters, a volume larger than its partition, or any BPB field out of
+// range.
+//
+// FAT12/16 boot sectors have no checksum or backup, and one wrong byte in
+// them would shift every cluster. So besides the FAT32 backup boot sector,
+// the FAT's media entry and zero entries past the last cluster, fatmap
+// walks the directory tree of every volume (breadth first, with depth,
+// size and loop limits) and checks that it agrees with the geometry and
+// the FAT: each subdirectory begins with its "." and ".." entries, short
+// names are well formed, and on a clean volume every live entry starts at
+// a cluster the FAT marks used. A disagreement refuses the volume
+// (ErrFormat).
 //
 // A dirty volume (Linux sets the boot sector's state byte on every
 // read-write mount; Windows clears the clean-shutdown bit in FAT[1]) may have
 // directory entries written before their FAT chains. So on a dirty volume
-// fatmap also walks the directory tree (with depth, size and loop limits)
-// and keeps every cluster a live directory entry starts at, and every
-// cluster that any allocated FAT entry in any copy points at (which covers
-// every chain). If the walk fails, Read refuses the volume (ErrUnsafe) and
-// the caller passes it through.
+// fatmap also keeps every cluster a live directory entry starts at, and
+// every cluster that any allocated FAT entry in any copy points at (which
+// covers every chain). If the walk fails, Read refuses the volume
+// (ErrUnsafe) and the caller passes it through.
 //
 // Memory: the FATs are streamed; a bitmap of one bit per cluster (at most
 // 32 MiB for the largest FAT32) and the free extents are kept.
