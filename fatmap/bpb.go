@@ -258,10 +258,13 @@ func (v *volume) checkBackup(boot []byte) error {
 	if err := v.readAt(b, int64(bk)*int64(g.bps)); err != nil {
 		return err
 	}
-	// The BPB up to RootClus, without ExtFlags (which a driver may change
-	// in the primary only) and the state byte (Linux sets it in the
+	// The fields that define the layout: sector and cluster size, reserved
+	// sectors, FATs, root entries, total sectors, media, FAT size, FSVer
+	// and RootClus. Not ExtFlags (a driver may change it in the primary
+	// only), the geometry hints, hidden sectors (a partition move may
+	// update the primary only) or the state byte (Linux sets it in the
 	// primary only).
-	for _, r := range [][2]int{{offBytsPerSec, offExtFlags}, {offFSVer, offRootClus + 4}} {
+	for _, r := range [][2]int{{offBytsPerSec, 24}, {offTotSec32, offExtFlags}, {offFSVer, offRootClus + 4}} {
 		for i := r[0]; i < r[1]; i++ {
 			if b[i] != boot[i] {
 				return freemap.Formatf(int64(i), "vfat: boot sector and its backup in sector %d differ at byte %d", bk, i)
