@@ -17,15 +17,15 @@ type FATFile struct {
 	Size int64
 }
 
-// FATFiles returns the files FAT writes for a volume of size bytes: about a
-// third of it, in the root and in nested directories (an ESP's layout).
-// Deleted (every third) file names start with "del".
+// FATFiles returns the files FAT writes for a volume of size bytes: up to
+// a third of it in at most 24 files, in the root and in nested directories
+// (an ESP's layout). Deleted (every third) file names start with "del".
 func FATFiles(size int64) []FATFile {
 	var out []FATFile
 	sizes := []int64{1, 700, 4096, 9000, 70_000, 300_000, 1 << 20}
 	dirs := []string{"", "EFI/BOOT/", "EFI/debian/", "data/sub/deep/"}
 	var total int64
-	for i := 0; total < size/3 || i < 8; i++ {
+	for i := 0; (total < size/3 && i < 24) || i < 8; i++ {
 		n := sizes[i%len(sizes)]
 		if n > size/8 {
 			n = size / 8
