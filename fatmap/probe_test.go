@@ -106,3 +106,28 @@ func TestRefusals(t *testing.T) {
 		})
 	}
 }
+
+// TestFAT32ReservedBits: a FAT32 entry whose 28-bit value is zero but
+// whose reserved top bits are not is still allocated.
+func TestFAT32ReservedBits(t *testing.T) {
+	img := bytes.Clone(seedImages(t)["fat32.img.gz"])
+	g := geom(t, img)
+	truth, err := Read(bytes.NewReader(img), int64(len(img)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := g.clusters + 1 // the last cluster, free on the seed
+	if !clusterFree(truth, g, n) {
+		t.Fatalf("cluster %d is not free on the seed", n)
+	}
+	for c := uint32(0); c < g.nfats; c++ {
+		setEntry(img, g, c, n, 0x10000000)
+	}
+	vol, err := Read(bytes.NewReader(img), int64(len(img)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if clusterFree(vol, g, n) || vol.FreeClusters != truth.FreeClusters-1 {
+		t.Errorf("cluster %d with entry 0x10000000: free %v, %d free clusters (was %d)", n, clusterFree(vol, g, n), vol.FreeClusters, truth.FreeClusters)
+	}
+}
