@@ -1,8 +1,6 @@
 package exfatmap
 
 import (
-	"math/bits"
-
 	"github.com/prezero/prezero/freemap"
 )
 
@@ -89,28 +87,29 @@ func (v *volume) rootEntries(data []byte) ([]bitmapEntry, []run, error) {
 	return maps, meta, nil
 }
 
-// readBitmaps streams the bitmaps and returns the clusters free in all of
-// them, as sorted runs.
-func (v *volume) readBitmaps(maps []bitmapEntry) ([]run, error) {
+// streamBitmaps streams the bitmaps and calls emit with every maximal run
+// of clusters free in all of them, in ascending order.
+func (v *volume) streamBitmaps(maps []bitmapEntry, emit func(run) error) error {
 	b := v.boot
 	length := int64(maps[0].length)
 	bufs := make([][]byte, len(maps))
 	for i := range bufs {
 		bufs[i] = make([]byte, min(length, bitmapChunk))
 	}
-	var free []run
-	add := func(c uint32, n uint32) {
-		if k := len(free); k > 0 && free[k-1].end() == uint64(c) {
-			free[k-1].n += n
-			return
+	var cur run // pending free run, n == 0 if none
+	flush := func() error {
+		if cur.n == 0 {
+			return nil
 		}
-		free = append(free, run{c, n})
+		r := cur
+		cur = run{}
+		return emit(r)
 	}
 	for off := int64(0); off < length; off += bitmapChunk {
 		n := min(length-off, bitmapChunk)
 		for i, m := range maps {
 			if err := v.readAt(bufs[i][:n], v.clusterOffset(m.first)+off); err != nil {
-				return nil, err
+				return err
 			}
 			if i > 0 {
 				for j := range n {
@@ -119,19 +118,34 @@ func (v *volume) readBitmaps(maps []bitmapEntry) ([]run, error) {
 			}
 		}
 		for j, x := range bufs[0][:n] {
+			base := uint64(off+int64(j)) * 8 // bit index of the byte's bit 0
 			if x == 0xFF {
+				if err := flush(); err != nil {
+					return err
+				}
 				continue
 			}
-			base := uint64(off+int64(j)) * 8 // bit index of the byte's bit 0
-			for x != 0xFF {
-				k := uint64(bits.TrailingZeros8(^x)) // lowest zero bit
-				if base+k >= uint64(b.clusters) {
-					break // padding bits past the last cluster
+			if x == 0 && base+8 <= uint64(b.clusters) {
+				if cur.n == 0 {
+					cur = run{uint32(base + 2), 0}
 				}
-				add(uint32(base+k+2), 1)
-				x |= 1 << k
+				cur.n += 8
+				continue
+			}
+			for k := uint64(0); k < 8 && base+k < uint64(b.clusters); k++ {
+				if x&(1<<k) != 0 {
+					if err := flush(); err != nil {
+						return err
+					}
+					continue
+				}
+				c := uint32(base + k + 2)
+				if cur.n == 0 {
+					cur = run{c, 0}
+				}
+				cur.n++
 			}
 		}
 	}
-	return free, nil
+	return flush()
 }

@@ -36,6 +36,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 
 	"github.com/prezero/prezero/freemap"
@@ -47,7 +48,7 @@ type Volume struct {
 	SectorSize   int          // bytes per sector
 	BlockSize    int          // bytes per cluster
 	Clusters     int64        // ClusterCount (clusters 2 .. Clusters+1)
-	FreeClusters int64        // clusters proven free
+	FreeClusters int64        // clusters proven free (and kept in Free)
 	Bitmaps      int          // allocation bitmaps united (2 with TexFAT)
 	Dirty        bool         // VolumeDirty was set: clusters directory entries reference were kept
 	Free         *freemap.Map // proven-free byte ranges relative to the volume start; Free.Size() == size
@@ -95,16 +96,8 @@ func Read(r io.ReaderAt, size int64) (*Volume, error) {
 		return nil, err
 	}
 	meta = append(meta, root...)
-	free, err := v.readBitmaps(maps)
-	if err != nil {
-		return nil, err
-	}
 	out.Bitmaps = len(maps)
-	for _, m := range meta {
-		if overlaps(free, m) {
-			return nil, freemap.Formatf(v.clusterOffset(m.first), "exfat: the allocation bitmap marks clusters %d..%d of its own metadata free", m.first, m.first+m.n-1)
-		}
-	}
+
 	// The directory tree must agree with the bitmap; on a dirty volume
 	// what it references is kept even where the bitmap says free.
 	dirty := b.flags&flagDirty != 0
@@ -116,21 +109,31 @@ func Read(r io.ReaderAt, size int64) (*Volume, error) {
 		}
 		return nil, freemap.Formatf(v.clusterOffset(b.rootClus), "exfat: directory tree cannot be walked: %v", err)
 	}
-	kept := subtract(free, w.keep)
-	if n := countRuns(free) - countRuns(kept); n > 0 {
-		if !dirty {
-			return nil, freemap.Formatf(v.clusterOffset(maps[0].first), "exfat: the allocation bitmap marks free %d clusters that directory entries use, on a volume marked clean", n)
+	metaSet, keepSet := newRunSet(meta), newRunSet(w.keep)
+	fb := freemap.NewBuilder(size)
+	var conflicts int64
+	err = v.streamBitmaps(maps, func(f run) error {
+		if n := metaSet.cut(f, nil); n > 0 {
+			return freemap.Formatf(v.clusterOffset(maps[0].first), "exfat: the allocation bitmap marks free %d clusters of its own metadata (bitmap, up-case table, root directory) in clusters %d..%d", n, f.first, f.end()-1)
 		}
-		v.note("volume is dirty (VolumeDirty set): also kept %d clusters that directory entries reference but the bitmap marks free", n)
+		conflicts += keepSet.cut(f, func(p run) {
+			fb.Add(v.clusterOffset(p.first), int64(p.n)*b.clusterBytes())
+		})
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if conflicts > 0 {
+		if !dirty {
+			return nil, freemap.Formatf(v.clusterOffset(maps[0].first), "exfat: the allocation bitmap marks free %d clusters that directory entries use, on a volume marked clean", conflicts)
+		}
+		v.note("volume is dirty (VolumeDirty set): also kept %d clusters that directory entries reference but the bitmap marks free", conflicts)
 	} else if dirty {
 		v.note("volume is dirty (VolumeDirty set): its directory tree agrees with the bitmap")
 	}
-	free = kept
-	fb := freemap.NewBuilder(size)
-	for _, f := range free {
-		fb.Add(v.clusterOffset(f.first), int64(f.n)*b.clusterBytes())
-	}
-	out.Free, out.FreeClusters, out.Notes = fb.Map(), countRuns(free), v.notes
+	out.Free, out.Notes = fb.Map(), v.notes
+	out.FreeClusters = out.Free.FreeBytes() / b.clusterBytes()
 	return out, nil
 }
 
@@ -181,11 +184,6 @@ func (v *volume) inHeap(first uint32, n uint64) bool {
 	return first >= 2 && n > 0 && uint64(first)+n <= uint64(v.boot.clusters)+2
 }
 
-func overlaps(free []run, m run) bool {
-	i := sort.Search(len(free), func(i int) bool { return free[i].end() > uint64(m.first) })
-	return i < len(free) && uint64(free[i].first) < m.end()
-}
-
 func countRuns(rs []run) int64 {
 	var n int64
 	for _, r := range rs {
@@ -194,28 +192,52 @@ func countRuns(rs []run) int64 {
 	return n
 }
 
-// subtract returns the sorted, disjoint runs free minus the runs keep (any
-// order, may overlap).
-func subtract(free, keep []run) []run {
-	sort.Slice(keep, func(i, j int) bool { return keep[i].first < keep[j].first })
+// runSet is a sorted, merged set of cluster runs, cut against ascending
+// free runs with a cursor.
+type runSet struct {
+	rs []run
+	i  int
+}
+
+func newRunSet(rs []run) *runSet {
+	rs = slices.Clone(rs)
+	sort.Slice(rs, func(i, j int) bool { return rs[i].first < rs[j].first })
 	var out []run
-	k := 0
-	for _, f := range free {
-		start, end := uint64(f.first), f.end()
-		for k < len(keep) && keep[k].end() <= start {
-			k++
-		}
-		for j := k; j < len(keep) && uint64(keep[j].first) < end; j++ {
-			if ks := uint64(keep[j].first); ks > start {
-				out = append(out, run{uint32(start), uint32(ks - start)})
+	for _, r := range rs {
+		if k := len(out); k > 0 && uint64(r.first) <= out[k-1].end() {
+			if r.end() > out[k-1].end() {
+				out[k-1].n = uint32(r.end() - uint64(out[k-1].first))
 			}
-			start = max(start, keep[j].end())
+			continue
 		}
-		if start < end {
-			out = append(out, run{uint32(start), uint32(end - start)})
-		}
+		out = append(out, r)
 	}
-	return out
+	return &runSet{rs: out}
+}
+
+// cut calls keep (if not nil) with the pieces of f outside the set and
+// returns how many of f's clusters are inside it. Calls must come with
+// ascending, disjoint f.
+func (s *runSet) cut(f run, keep func(run)) (inside int64) {
+	for s.i < len(s.rs) && s.rs[s.i].end() <= uint64(f.first) {
+		s.i++
+	}
+	start, end := uint64(f.first), f.end()
+	for j := s.i; j < len(s.rs) && uint64(s.rs[j].first) < end; j++ {
+		r := s.rs[j]
+		if ks := uint64(r.first); ks > start && keep != nil {
+			keep(run{uint32(start), uint32(ks - start)})
+		}
+		lo, hi := max(start, uint64(r.first)), min(end, r.end())
+		if hi > lo {
+			inside += int64(hi - lo)
+		}
+		start = max(start, r.end())
+	}
+	if start < end && keep != nil {
+		keep(run{uint32(start), uint32(end - start)})
+	}
+	return inside
 }
 
 func le16(b []byte, off int) uint32 { return uint32(binary.LittleEndian.Uint16(b[off:])) }

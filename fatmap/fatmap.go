@@ -63,7 +63,7 @@ type Volume struct {
 	SectorSize   int          // bytes per sector
 	BlockSize    int          // bytes per cluster
 	Clusters     int64        // data clusters (numbered 2 .. Clusters+1)
-	FreeClusters int64        // clusters proven free
+	FreeClusters int64        // clusters proven free (and kept in Free)
 	Dirty        bool         // the volume was not cleanly unmounted; the directory tree was walked
 	Free         *freemap.Map // proven-free byte ranges relative to the volume start; Free.Size() == size
 	Notes        []string     // remarks: dirty state, FAT copies that differ, ...
@@ -143,7 +143,8 @@ func Read(r io.ReaderAt, size int64) (*Volume, error) {
 	if dirty {
 		v.note("volume is dirty (%s): also kept %d clusters that directory entries or FAT chains point at but every FAT copy marks free", why, v.kept)
 	}
-	out.Free, out.FreeClusters = v.freeMap()
+	out.Free = v.freeMap()
+	out.FreeClusters = out.Free.FreeBytes() / g.clusterBytes() // after any coarsening by freemap
 	out.Notes = v.notes
 	return out, nil
 }
@@ -201,10 +202,9 @@ func (v *volume) keep(n uint32) {
 }
 
 // freeMap turns the free-cluster bitmap into byte ranges.
-func (v *volume) freeMap() (*freemap.Map, int64) {
+func (v *volume) freeMap() *freemap.Map {
 	b := freemap.NewBuilder(v.size)
 	cb := v.g.clusterBytes()
-	var count int64
 	n := v.g.clusters
 	for i := uint32(0); i < n; {
 		w := v.free[i/64]
@@ -221,10 +221,9 @@ func (v *volume) freeMap() (*freemap.Map, int64) {
 			j++
 		}
 		b.Add(v.g.clusterOffset(i+2), int64(j-i)*cb)
-		count += int64(j - i)
 		i = j
 	}
-	return b.Map(), count
+	return b.Map()
 }
 
 // le16 and le32 read little-endian fields.
