@@ -1,6 +1,8 @@
 package exfatmap
 
 import (
+	"fmt"
+
 	"github.com/prezero/prezero/freemap"
 )
 
@@ -45,8 +47,16 @@ func (v *volume) rootEntries(data []byte) ([]bitmapEntry, []run, error) {
 			maps = append(maps, bitmapEntry{second: e[1]&1 != 0, first: le32(e, 20), length: le64(e, 24), off: int64(i)})
 		case typeUpcase:
 			rs, err := v.chain(le32(e, 20), le64(e, 24), false, "up-case table")
+			if err == nil {
+				// The chain must end where the length does.
+				last := rs[len(rs)-1]
+				var x uint32
+				if x, err = v.entry(uint32(last.end() - 1)); err == nil && x != fatEOC {
+					err = fmt.Errorf("up-case table: FAT chain goes on past its %d bytes (cluster %d -> %#x)", le64(e, 24), last.end()-1, x)
+				}
+			}
 			if err != nil {
-				return nil, nil, freemap.Formatf(v.clusterOffset(v.boot.rootClus), "exfat: %v", err)
+				return nil, nil, freemap.Formatf(v.clusterOffset(v.boot.rootClus)+int64(i), "exfat: %v", err)
 			}
 			meta = append(meta, rs...)
 		}
@@ -71,18 +81,28 @@ func (v *volume) rootEntries(data []byte) ([]bitmapEntry, []run, error) {
 		if !v.inHeap(m.first, n) {
 			return nil, nil, freemap.Formatf(v.clusterOffset(b.rootClus)+m.off+20, "exfat: allocation bitmap at clusters %d..+%d, outside the heap", m.first, n)
 		}
-		// Linux reads the bitmap as contiguous clusters; a FAT chain
-		// leading elsewhere would make that reading ambiguous.
-		for k := uint64(0); k+1 < n; k++ {
+		// Linux reads the bitmap as contiguous clusters. Its FAT chain
+		// must say the same and end there: a first cluster pointing at
+		// anything else (a corrupt entry) would make random data the
+		// bitmap.
+		for k := uint64(0); k < n; k++ {
 			e, err := v.entry(m.first + uint32(k))
 			if err != nil {
 				return nil, nil, err
 			}
-			if e != 0 && uint64(e) != uint64(m.first)+k+1 {
-				return nil, nil, freemap.Formatf(v.clusterOffset(b.rootClus)+m.off+20, "exfat: allocation bitmap's FAT chain is not contiguous (cluster %d -> %#x)", uint64(m.first)+k, e)
+			want := uint64(m.first) + k + 1
+			if k == n-1 {
+				want = fatEOC
+			}
+			if uint64(e) != want {
+				return nil, nil, freemap.Formatf(v.clusterOffset(b.rootClus)+m.off+20, "exfat: allocation bitmap's FAT chain is not its %d contiguous clusters (cluster %d -> %#x)", n, uint64(m.first)+k, e)
 			}
 		}
 		meta = append(meta, run{m.first, uint32(n)})
+	}
+	// The bitmaps, the up-case table and the root directory are distinct.
+	if all := newRunSet(meta); countRuns(all.rs) != countRuns(meta) {
+		return nil, nil, freemap.Formatf(v.clusterOffset(b.rootClus), "exfat: the allocation bitmap, up-case table and root directory share clusters")
 	}
 	return maps, meta, nil
 }

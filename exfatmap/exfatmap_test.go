@@ -359,6 +359,15 @@ func TestTexFAT(t *testing.T) {
 	extra := uint32((truth.Free.Extents()[0].Off-l.v.clusterOffset(2))/l.clusterLen) + 2
 	bm2[(extra-2)/8] |= 1 << ((extra - 2) % 8)
 	copy(b[at:], bm2)
+	// Its FAT chain, as a formatter writes it.
+	fat := l.v.boot.fatOff * int64(l.v.boot.bps)
+	for c := first2; c < first2+uint32(n); c++ {
+		next := c + 1
+		if c == first2+uint32(n)-1 {
+			next = fatEOC
+		}
+		binary.LittleEndian.PutUint32(b[fat+int64(c)*4:], next)
+	}
 	// Its entry goes where the root directory ends.
 	end := l.rootOff
 	for b[end] != 0 {
