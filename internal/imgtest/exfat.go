@@ -11,10 +11,10 @@ import (
 	"time"
 )
 
-// Loop attaches img to a new loop device (with sectorSize-byte logical
+// loopSector attaches img to a new loop device (with sectorSize-byte logical
 // sectors if not 0) and returns the device; it is detached at cleanup or
 // by calling detach. Needs root.
-func Loop(t testing.TB, img string, sectorSize int) (dev string, detach func()) {
+func loopSector(t testing.TB, img string, sectorSize int) (dev string, detach func()) {
 	t.Helper()
 	NeedRoot(t)
 	Need(t, "losetup")
@@ -53,7 +53,7 @@ func Loop(t testing.TB, img string, sectorSize int) (dev string, detach func()) 
 func MountExFAT(t testing.TB, img, mnt string, sectorSize int, ro bool) (unmount func()) {
 	t.Helper()
 	Need(t, "mount.exfat-fuse", "fusermount")
-	dev, detach := Loop(t, img, sectorSize)
+	dev, detach := loopSector(t, img, sectorSize)
 	args := []string{"-d"} // -d: stay in the foreground, so Wait tells when it is done
 	if ro {
 		args = append(args, "-o", "ro")
@@ -136,7 +136,7 @@ func ExFAT(t testing.TB, img string, size int64, sectorSize int, mkfsArgs ...str
 	t.Helper()
 	Need(t, "mkfs.exfat")
 	RandomFile(t, img, size)
-	dev, detach := Loop(t, img, sectorSize)
+	dev, detach := loopSector(t, img, sectorSize)
 	Run(t, "mkfs.exfat", append(append([]string{}, mkfsArgs...), dev)...)
 	detach()
 	mnt := t.TempDir()

@@ -22,6 +22,8 @@ func TestDetectOrder(t *testing.T) {
 		"../../exfatmap/testdata/exfat-c512.img.gz": "exfat",
 		"../../ntfsmap/testdata/ntfs-s4096.img.gz":  "ntfs",
 		"../../extfsmap/testdata/bigalloc.img.gz":   "ext",
+		"../../xfsmap/testdata/v5.img.gz":           "xfs",
+		"../../xfsmap/testdata/v4.img.gz":           "xfs",
 	} {
 		f, err := os.Open(path)
 		if err != nil {
@@ -38,7 +40,7 @@ func TestDetectOrder(t *testing.T) {
 		}
 		r := bytes.NewReader(img)
 		var claims []string
-		for _, fs := range filesystems {
+		for _, fs := range probes {
 			if fs.probe(r, r.Size()) {
 				claims = append(claims, fs.name)
 			}
@@ -48,7 +50,7 @@ func TestDetectOrder(t *testing.T) {
 			continue
 		}
 		res, err := detect(r, r.Size()).read(r, r.Size(), Options{})
-		if err != nil || res.free.Size() != r.Size() || res.free.FreeBytes() == 0 {
+		if err != nil || res.Free.Size() != r.Size() || res.Free.FreeBytes() == 0 {
 			t.Errorf("%s: %v %v", path, res, err)
 		}
 	}
