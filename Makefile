@@ -35,6 +35,8 @@ fuzz:
 	for f in FuzzRead FuzzBootSector FuzzFixup FuzzRunlist FuzzRecord FuzzScanner; do \
 		$(FUZZ) -fuzz="^$$f\$$" ./ntfsmap || exit 1; done
 	$(FUZZ) -fuzz='^FuzzReplies$$' ./internal/nbd
+	$(FUZZ) -fuzz='^FuzzRead$$' ./fatmap
+	$(FUZZ) -fuzz='^FuzzRead$$' ./exfatmap
 	$(FUZZ) -fuzz='^FuzzRead$$' ./xfsmap
 
 # Static analysis: gofmt, go vet and staticcheck's default checks.
