@@ -229,7 +229,6 @@ type layout struct {
 	bitmapOff  int64 // byte offset of the first bitmap
 	bitmapLen  int64
 	bitmapEnt  int64 // byte offset of the bitmap's directory entry
-	rootClean  []byte
 	clusterLen int64
 }
 

@@ -370,7 +370,7 @@ func TestVariants(t *testing.T) {
 			sameFiles(t, zeroed, cp)
 			imgtest.RunXFS(t, "xfs_repair", "-n", "-f", zeroed)
 
-			got2 := map[string]string{}
+			var got2 map[string]string
 			if v.proto {
 				got2 = hashByBmap(t, zeroed, b.hashes)
 			} else {
