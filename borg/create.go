@@ -6,17 +6,22 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
 )
 
+// ChunkSize is the fixed chunk size prezero asks borg for, 4 MiB: the
+// default window of the holes a prezero mount reports (fusefs), so that
+// chunk boundaries line up with holes and stay put when data moves.
+const ChunkSize = 4 << 20
+
 // CreateFlags are prezero's flags for "borg create" of image files: read
 // their contents (--read-special), skip the holes lseek(SEEK_HOLE) reports
-// without reading them (--sparse), and cut fixed 4 MiB chunks, whose
-// boundaries line up with those holes and stay put when data moves.
-var CreateFlags = []string{"--read-special", "--sparse", "--chunker-params", "fixed,4194304"}
+// without reading them (--sparse), and cut fixed ChunkSize chunks.
+var CreateFlags = []string{"--read-special", "--sparse", "--chunker-params", "fixed," + strconv.Itoa(ChunkSize)}
 
 // Create runs "borg create" in dir, storing paths (relative to dir) into
 // r (made Absolute), with CreateFlags and then extra. borg inherits stdin, stdout, stderr

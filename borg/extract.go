@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // stderrTail is how much of borg's stderr an ExitError keeps.
@@ -70,6 +72,11 @@ func (b *Borg) Extract(ctx context.Context, r Ref, path string) (*Stream, error)
 		return nil, fmt.Errorf("starting %s: %w", b.Path, err)
 	}
 	s.stdout = stdout
+	if f, ok := stdout.(*os.File); ok {
+		// A 1 MiB pipe instead of 64 KiB: the pipe, not borg, would set
+		// the pace.
+		_, _ = unix.FcntlInt(f.Fd(), unix.F_SETPIPE_SZ, 1<<20)
+	}
 	s.drained = make(chan struct{})
 	go func() {
 		defer close(s.drained)

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/prezero/prezero/borg"
+	"github.com/prezero/prezero/internal/imgname"
 )
 
 type backupOptions struct {
@@ -105,7 +106,7 @@ func runBackup(ctx context.Context, opts backupOptions, args []string) (err erro
 	if f.err != nil {
 		return f.err
 	}
-	paths := []string{"disk.img"}
+	paths := []string{imgname.Disk}
 	if opts.partitions {
 		paths = s.partFiles()
 	}
