@@ -12,7 +12,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -124,13 +126,18 @@ func (b *Borg) ListArgs(r Ref) []string {
 // ExitError describes a borg run that failed, keeping borg's exit code:
 // 1 is a warning, 2 an error, 128+N a signal.
 type ExitError struct {
+	Path   string // the borg binary that ran
 	Args   []string
 	Code   int
 	Stderr string // the last lines borg wrote to stderr, if captured
 }
 
 func (e *ExitError) Error() string {
-	msg := fmt.Sprintf("borg %s exited with code %d", strings.Join(e.Args, " "), e.Code)
+	name := "borg"
+	if e.Path != "" {
+		name = filepath.Base(e.Path)
+	}
+	msg := fmt.Sprintf("%s exited with code %d", CommandLine(name, e.Args), e.Code)
 	if s := strings.TrimSpace(e.Stderr); s != "" {
 		msg += ": " + s
 	}
@@ -139,3 +146,64 @@ func (e *ExitError) Error() string {
 
 // Warning reports whether borg finished with warnings only (exit code 1).
 func (e *ExitError) Warning() bool { return e.Code == 1 }
+
+// Quote quotes s for a POSIX shell if it needs quoting, so that command
+// lines in messages can be pasted into a shell.
+func Quote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./:=,@%+") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// CommandLine is name and args, each quoted for a shell.
+func CommandLine(name string, args []string) string {
+	q := []string{Quote(name)}
+	for _, a := range args {
+		q = append(q, Quote(a))
+	}
+	return strings.Join(q, " ")
+}
+
+// ErrRepoVersion reports a repository the chosen borg cannot read: a
+// borg 2 repository given to borg 1.x, or a borg 1 one given to borg 2.
+var ErrRepoVersion = errors.New("wrong borg version for this repository")
+
+// RepoVersion reads a local repository's version from its config file:
+// 1 (borg 1.x) or 2 (borg 2). ok is false for a remote repository, an
+// unreadable one, or an empty repo (BORG_REPO is not looked at).
+func RepoVersion(repo string) (version int, ok bool) {
+	if repo == "" || strings.Contains(repo, "://") {
+		return 0, false
+	}
+	if i := strings.IndexByte(repo, ':'); i >= 0 && !strings.Contains(repo[:i], "/") {
+		return 0, false // host:path
+	}
+	b, err := os.ReadFile(filepath.Join(repo, "config"))
+	if err != nil || len(b) > 1<<20 {
+		return 0, false
+	}
+	m := repoVersionRE.FindSubmatch(b)
+	if m == nil {
+		return 0, false
+	}
+	v, err := strconv.Atoi(string(m[1]))
+	return v, err == nil
+}
+
+var repoVersionRE = regexp.MustCompile(`(?m)^version\s*=\s*(\d+)\s*$`)
+
+// CheckRepo returns an error wrapping ErrRepoVersion if r names a local
+// repository whose version b cannot read, before borg fails on it with a
+// less clear message. Repositories it cannot inspect pass.
+func (b *Borg) CheckRepo(r Ref) error {
+	repo := r.Repo
+	if repo == "" {
+		repo = os.Getenv("BORG_REPO")
+	}
+	v, ok := RepoVersion(repo)
+	if !ok || v == b.Major || (v != 1 && v != 2) {
+		return nil
+	}
+	return fmt.Errorf("%w: %s is a borg %d repository, but %s is borg %s", ErrRepoVersion, repo, v, b.Path, b.Version)
+}

@@ -59,7 +59,7 @@ func (b *Borg) Create(dir string, r Ref, extra, paths []string) error {
 			if err == nil {
 				return nil
 			}
-			return exitError(args, err, &tailBuffer{})
+			return exitError(b.Path, args, err, &tailBuffer{})
 		}
 	}
 }

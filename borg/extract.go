@@ -36,7 +36,7 @@ func (b *Borg) List(ctx context.Context, r Ref) ([]Item, error) {
 	tail := &tailBuffer{max: stderrTail}
 	cmd.Stdout, cmd.Stderr = &stdout, tail
 	if err := cmd.Run(); err != nil {
-		return nil, exitError(args, err, tail)
+		return nil, exitError(b.Path, args, err, tail)
 	}
 	var items []Item
 	sc := bufio.NewScanner(&stdout)
@@ -125,7 +125,7 @@ func (s *Stream) wait() error {
 	<-s.drained // Wait closes the pipes: read stderr to the end first
 	err := s.cmd.Wait()
 	if err != nil {
-		ee := exitError(s.args, err, s.tail)
+		ee := exitError(s.cmd.Path, s.args, err, s.tail)
 		var be *ExitError
 		if errors.As(ee, &be) && be.Warning() {
 			s.warning = be
@@ -160,7 +160,7 @@ func (s *Stream) Warning() *ExitError { return s.warning }
 
 // exitError turns a failed run into an *ExitError with borg's exit code
 // and the tail of its stderr; other failures (not started) pass through.
-func exitError(args []string, err error, tail *tailBuffer) error {
+func exitError(path string, args []string, err error, tail *tailBuffer) error {
 	var xe *exec.ExitError
 	if !errors.As(err, &xe) {
 		return err
@@ -169,7 +169,7 @@ func exitError(args []string, err error, tail *tailBuffer) error {
 	if ws, ok := xe.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
 		code = 128 + int(ws.Signal()) // as a shell reports it
 	}
-	return &ExitError{Args: args, Code: code, Stderr: tail.String()}
+	return &ExitError{Path: path, Args: args, Code: code, Stderr: tail.String()}
 }
 
 // tailBuffer keeps the last max bytes written to it, trimmed to whole lines.

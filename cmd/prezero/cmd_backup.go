@@ -50,8 +50,9 @@ The mount is removed on success, on error and on Ctrl-C, which borg receives
 too: borg 1.x answers a first Ctrl-C with a checkpoint and finishes the image
 it is reading; a second one stops it at once. Exit codes are borg's: 0
 success, 1 warning, 2 error, 128+N signal.`,
-		flags: opts.AddFlags,
-		run:   func(ctx context.Context, args []string) error { return runBackup(ctx, opts, args) },
+		flags:    opts.AddFlags,
+		run:      func(ctx context.Context, args []string) error { return runBackup(ctx, opts, args) },
+		flagHint: borgFlagHint,
 	})
 }
 
@@ -106,6 +107,9 @@ func runBackup(ctx context.Context, opts backupOptions, args []string) (err erro
 	if f.err != nil {
 		return f.err
 	}
+	if err := checkBorgRepo(f.b, ref.Absolute()); err != nil {
+		return err
+	}
 	paths := []string{imgname.Disk}
 	if opts.partitions {
 		paths = s.partFiles()
@@ -119,4 +123,20 @@ func runBackup(ctx context.Context, opts backupOptions, args []string) (err erro
 		return &exitError{code: be.Code, err: err}
 	}
 	return err
+}
+
+// borgFlagHint answers an unknown flag given to backup, most likely one of
+// borg create's (--stats, --progress, --json, -v): they go after "--".
+func borgFlagHint(err error) string {
+	msg := err.Error()
+	var flag string
+	switch {
+	case strings.HasPrefix(msg, "unknown flag: "):
+		flag = strings.TrimPrefix(msg, "unknown flag: ")
+	case strings.HasPrefix(msg, "unknown shorthand flag: "):
+		_, flag, _ = strings.Cut(msg, " in ")
+	default:
+		return ""
+	}
+	return "borg's options go after --: prezero backup SOURCE REPO::ARCHIVE -- " + borg.Quote(flag)
 }

@@ -49,6 +49,9 @@ func runCat(ctx context.Context, opts catOptions, args []string) error {
 	if term.IsTerminal(int(os.Stdout.Fd())) {
 		return usagef("refusing to write a binary stream to a terminal; redirect stdout to a file or pipe")
 	}
+	if err := checkSource(args[0]); err != nil {
+		return err
+	}
 	if !opts.force {
 		// A live filesystem's bitmap and data disagree: refuse, as mount does.
 		if err := inuse.Check(args[0], inuse.Writable); err != nil {

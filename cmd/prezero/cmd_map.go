@@ -77,6 +77,9 @@ func runMap(ctx context.Context, opts mapOptions, args []string) error {
 	if len(args) != 1 {
 		return usagef("expected one SOURCE, got %d arguments", len(args))
 	}
+	if err := checkSource(args[0]); err != nil {
+		return err
+	}
 	// map only reads metadata, so a live source is shown, with a warning:
 	// cat, mount and backup refuse it.
 	if err := inuse.Check(args[0], inuse.Writable); err != nil {

@@ -278,11 +278,14 @@ func openBorgSource(ctx context.Context, opts restoreOptions) (*restoreSource, e
 	if err != nil {
 		return nil, err
 	}
+	if err := checkBorgRepo(b, ref); err != nil {
+		return nil, fmt.Errorf("%w; nothing was written", err)
+	}
 	items, err := b.List(ctx, ref)
 	if err != nil {
 		var be *borg.ExitError
 		if errors.As(err, &be) {
-			return nil, &exitError{code: be.Code, err: fmt.Errorf("cannot list %s: %w; nothing was written", ref, err)}
+			return nil, &exitError{code: be.Code, err: withBorgAdvice(fmt.Errorf("cannot list %s: %w; nothing was written", ref, err), b)}
 		}
 		return nil, err
 	}

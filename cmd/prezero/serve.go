@@ -50,6 +50,9 @@ func serve(path, dir string, o serveOptions, logf func(string, ...any)) (*served
 	if o.holeAlign <= 0 {
 		return nil, fmt.Errorf("--hole-align must be a positive multiple of 512 bytes, such as 4MiB")
 	}
+	if err := checkSource(path); err != nil {
+		return nil, err
+	}
 	if !o.force {
 		if err := inuse.Check(path, inuse.Writable); err != nil {
 			return nil, err
