@@ -15,8 +15,9 @@ import (
 
 type backupOptions struct {
 	serveOptions
-	partitions bool
-	borgPath   string
+	partitions     bool
+	borgPath       string
+	requireZeroing bool
 
 	flags *pflag.FlagSet // for the position of "--"
 }
@@ -24,6 +25,7 @@ type backupOptions struct {
 func (o *backupOptions) AddFlags(f *pflag.FlagSet) {
 	f.BoolVar(&o.partitions, "partitions", false, "store header.img and each partN.img instead of disk.img")
 	f.StringVar(&o.borgPath, "borg", "", "borg binary to run (default: borg, else borg2 on PATH)")
+	f.BoolVar(&o.requireZeroing, "require-zeroing", false, "fail (exit code 2, before borg runs) if nothing of SOURCE would be zeroed, instead of warning")
 	o.serveOptions.AddFlags(f)
 	o.flags = f
 }
@@ -100,6 +102,13 @@ func runBackup(ctx context.Context, opts backupOptions, args []string) (err erro
 		}
 		s.wait()
 	}()
+	if s.src.Disk().Free().FreeBytes() == 0 {
+		msg := "nothing of " + pos[0] + " would be zeroed, so the archive stores it whole: " + strings.Join(passThroughReasons(s.src), "; ")
+		if opts.requireZeroing {
+			return fmt.Errorf("%s; refusing (--require-zeroing); nothing was stored", msg)
+		}
+		logf("warning: %s", msg)
+	}
 	f := <-finding
 	if ctx.Err() != nil {
 		return ctx.Err()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/pflag"
@@ -157,6 +158,36 @@ func printMap(w io.Writer, m mapJSON) {
 	}
 	fmt.Fprintf(w, "total: %s, served from source %s, zeroed %s (%.1f%% saving before compression)\n",
 		human(m.Size), human(m.Used), human(m.Zeroable), pct)
+	var passed []string
+	files := 0
+	for _, p := range m.Partitions {
+		if p.Container {
+			continue
+		}
+		files++
+		if !p.Zeroed {
+			passed = append(passed, fmt.Sprintf("part%d", p.Number))
+		}
+	}
+	if len(passed) > 0 {
+		fmt.Fprintf(w, "warning: %d of %d partitions pass through unchanged (%s): see STATUS; nothing is zeroed there\n",
+			len(passed), files, strings.Join(passed, ", "))
+	}
+}
+
+// passThroughReasons lists why each partition of src passes through,
+// or why there is no partition to zero at all.
+func passThroughReasons(src *source.Source) []string {
+	var rs []string
+	for _, p := range src.Files() {
+		if !p.Zeroed {
+			rs = append(rs, fmt.Sprintf("part%d: %s", p.Number, p.Reason))
+		}
+	}
+	if len(rs) == 0 {
+		rs = append(rs, "its partitions have no free blocks")
+	}
+	return rs
 }
 
 // human formats a byte count with binary units.

@@ -40,7 +40,8 @@ func (o *restoreOptions) AddFlags(f *pflag.FlagSet) {
 	f.StringVar(&o.input, "input", "", "read the stream from `FILE` instead of standard input")
 	f.BoolVar(&o.disk, "disk", false, "with --from: TARGET is a whole disk; restore header.img and every partN.img of a --partitions archive at their offsets")
 	f.Var(&o.blockSize, "block-size", "unit of zero detection (power of two, 512 to 1M)")
-	f.Var(&o.expectSize, "expect-size", "the stream must be exactly `BYTES` long (suffixes K, M, G, T: powers of 1024)")
+	f.Var(&o.expectSize, "expect-size", "the stream must be exactly `BYTES` long (K, M, G, T: powers of 1024). A pipe's real length is known only at its end: "+
+		"a longer stream fails after BYTES bytes of TARGET were overwritten. --from checks the size before the first write")
 	f.BoolVar(&o.assumeZeroed, "assume-zeroed", false, "TARGET already reads as zeros: skip zero runs instead of zeroing them (see above)")
 	f.BoolVar(&o.force, "force", false, "write to a TARGET that is in use (held open exclusively, stacked under a device-mapper or loop device); never a mounted one")
 	f.BoolVar(&o.json, "json", false, "print the summary as JSON on standard output")
@@ -74,8 +75,11 @@ Length: a stream longer than a block device is refused before anything is
 written. --from takes the length from 'borg list', --input from the file's
 size. A pipe's length is unknown, so writing a pipe to a block device needs
 --expect-size (the item's size: borg list --format '{size}{NL}' REPO::ARCHIVE
-disk.img). --expect-size is checked before writing when the length is known,
-and at the end of the stream otherwise: a shorter or longer stream is an error.
+disk.img). --expect-size is checked before writing when the length is known
+(--input, --from). A pipe's real length is known only at its end: a shorter
+or longer pipe is an error, but only after the first --expect-size bytes of
+TARGET were overwritten. --from asks borg for the size and checks it before
+the first write.
 A pipe cannot tell prezero that the command before it failed: use --from, or
 --expect-size (or at least 'set -o pipefail') so a cut-short stream is caught.
 An empty pipe is refused.
@@ -111,7 +115,13 @@ line is shown while standard error is a terminal. Ctrl-C stops the restore
 is reported with borg's message and exits with borg's exit code; a borg
 warning (exit code 1) after a complete restore exits with 1.`,
 		flags: opts.AddFlags,
-		run:   func(ctx context.Context, args []string) error { return runRestore(ctx, opts, args) },
+		run: func(ctx context.Context, args []string) error {
+			err := runRestore(ctx, opts, args)
+			if err != nil && opts.from == "" && opts.input == "" {
+				drainPipe(ctx, os.Stdin)
+			}
+			return err
+		},
 	})
 }
 
@@ -178,6 +188,12 @@ func restoreFailed(ctx context.Context, err error, opts restoreOptions) error {
 	var ie *restore.IncompleteError
 	if !errors.As(err, &ie) {
 		return err
+	}
+	if errors.Is(err, restore.ErrLong) && opts.expectSize >= 0 {
+		return fmt.Errorf("the stream is longer than --expect-size %d: the first %d bytes of %s were overwritten with the start of the stream, "+
+			"and the rest of the stream was not written. Restore again with the right --expect-size "+
+			"(borg list --format '{size}{NL}' REPO::ARCHIVE disk.img prints it), or use --from REPO::ARCHIVE, which checks the size before the first write",
+			int64(opts.expectSize), ie.Pos, ie.Target)
 	}
 	if ctx.Err() != nil {
 		return errors.New(ie.State())
@@ -353,4 +369,27 @@ func borgItemSource(ctx context.Context, a *borg.Archive, it borg.Item) (*restor
 		archive: a,
 		closers: []io.Closer{s},
 	}, nil
+}
+
+// drainPipe reads a refused pipe to its end, so that the command writing
+// it (borg extract --stdout) ends normally instead of printing a
+// BrokenPipeError traceback over prezero's message, which main prints
+// last. Ctrl-C stops it.
+func drainPipe(ctx context.Context, f *os.File) {
+	fi, err := f.Stat()
+	if err != nil || fi.Mode()&os.ModeNamedPipe == 0 || ctx.Err() != nil {
+		return
+	}
+	if term.IsTerminal(int(os.Stderr.Fd())) {
+		fmt.Fprintln(os.Stderr, "prezero restore: refused; reading the rest of standard input so that the command before the pipe ends normally (Ctrl-C stops this)")
+	}
+	done := make(chan struct{})
+	go func() {
+		io.Copy(io.Discard, f)
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
 }
