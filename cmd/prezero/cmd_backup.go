@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/prezero/prezero/borg"
+	"github.com/prezero/prezero/internal/bytesize"
 	"github.com/prezero/prezero/internal/imgname"
 )
 
@@ -45,8 +46,12 @@ REPO::ARCHIVE, borg 2 with -r REPO create ARCHIVE; an empty REPO (::ARCHIVE)
 leaves the repository to BORG_REPO.
 
 borg runs inside the mount: a relative REPO is made absolute, but relative
-paths in BORG_CREATE_ARGS (--patterns-from ...) are not. If you change the
-chunk size with --chunker-params, give the same size to --hole-align.
+paths in BORG_CREATE_ARGS (--patterns-from ...) are not. If
+BORG_CREATE_ARGS give --chunker-params, --sparse or --read-special, prezero
+drops its own copy. --chunker-params fixed,SIZE sets --hole-align to SIZE;
+buzhash is refused: the mount reports free windows as holes, which only
+borg's fixed chunker turns into stable chunk boundaries (for buzhash, pipe
+'prezero cat' into 'borg create ... -' instead).
 
 The mount is removed on success, on error and on Ctrl-C, which borg receives
 too: borg 1.x answers a first Ctrl-C with a checkpoint and finishes the image
@@ -69,6 +74,9 @@ func runBackup(ctx context.Context, opts backupOptions, args []string) (err erro
 	ref, err := borg.ParseRef(pos[1])
 	if err != nil {
 		return usagef("%v", err)
+	}
+	if err := chunkerHoleAlign(&opts, extra); err != nil {
+		return err
 	}
 	// Asking borg its version costs a Python start-up (~0.3 s): do it
 	// while the source is mapped and mounted.
@@ -148,4 +156,33 @@ func borgFlagHint(err error) string {
 		return ""
 	}
 	return "borg's options go after --: prezero backup SOURCE REPO::ARCHIVE -- " + borg.Quote(flag)
+}
+
+// chunkerHoleAlign applies a --chunker-params among the borg arguments:
+// fixed,SIZE sets the hole window to SIZE (a different --hole-align is
+// refused); buzhash, and a fixed chunker with a header chunk, are refused,
+// since holes at multiples of the window would not fall on their chunk
+// boundaries.
+func chunkerHoleAlign(opts *backupOptions, extra []string) error {
+	_, ch, err := borg.MergeCreateFlags(extra)
+	if err != nil {
+		return usagef("%v", err)
+	}
+	switch {
+	case ch == nil:
+		return nil
+	case !ch.Fixed:
+		return usagef("--chunker-params %s chooses borg's buzhash chunker, but a prezero mount reports free space as holes "+
+			"(SEEK_HOLE) for borg create --sparse, which suits only the fixed chunker: use --chunker-params fixed,SIZE "+
+			"(--hole-align follows SIZE), or for buzhash pipe the stream into borg: prezero cat SOURCE | borg create "+
+			"--chunker-params %s REPO::ARCHIVE -", ch.Spec, ch.Spec)
+	case ch.Header != 0:
+		return usagef("--chunker-params %s puts a %d-byte header chunk first, which shifts every chunk boundary away "+
+			"from the holes prezero reports; use fixed,%d", ch.Spec, ch.Header, ch.Size)
+	case opts.flags.Changed("hole-align") && int64(opts.holeAlign) != ch.Size:
+		return usagef("--hole-align %s does not match --chunker-params %s: give the same size, or leave out --hole-align",
+			opts.holeAlign.String(), ch.Spec)
+	}
+	opts.holeAlign = bytesize.Value(ch.Size)
+	return nil
 }
