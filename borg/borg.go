@@ -25,6 +25,36 @@ type Borg struct {
 	Path    string // as found on PATH or given by --borg
 	Version string // e.g. "1.2.4", "2.0.0b5"
 	Major   int    // 1 or 2
+	// Env is added to the environment of every borg this Borg runs, and
+	// of no other process: a passphrase asked once, for example.
+	Env []string
+}
+
+// environ is the environment of a borg child: nil (this process's) or
+// this process's plus Env.
+func (b *Borg) environ() []string {
+	if len(b.Env) == 0 {
+		return nil
+	}
+	return append(os.Environ(), b.Env...)
+}
+
+// PassphraseSet reports whether the user gave borg its passphrase already
+// (BORG_PASSPHRASE, BORG_PASSCOMMAND or BORG_PASSPHRASE_FD is set).
+func PassphraseSet() bool {
+	for _, v := range []string{"BORG_PASSPHRASE", "BORG_PASSCOMMAND", "BORG_PASSPHRASE_FD"} {
+		if _, ok := os.LookupEnv(v); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// WrongPassphrase reports whether err is borg refusing the passphrase it
+// was given in its environment.
+func WrongPassphrase(err error) bool {
+	var be *ExitError
+	return errors.As(err, &be) && strings.Contains(be.Stderr, "passphrase supplied in BORG_PASSPHRASE")
 }
 
 var versionRE = regexp.MustCompile(`(?m)^borg2?\s+(\d+)\.(\d+)\S*`)

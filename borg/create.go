@@ -44,6 +44,7 @@ func (b *Borg) Create(dir string, r Ref, extra, paths []string) error {
 	args := b.CreateArgs(r.Absolute(), flags, extra, paths)
 	cmd := exec.Command(b.Path, args...)
 	cmd.Dir = dir
+	cmd.Env = b.environ()
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 
 	sigs := make(chan os.Signal, 4)

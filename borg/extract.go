@@ -32,6 +32,7 @@ type Item struct {
 func (b *Borg) List(ctx context.Context, r Ref) ([]Item, error) {
 	args := b.ListArgs(r)
 	cmd := exec.CommandContext(ctx, b.Path, args...)
+	cmd.Env = b.environ()
 	var stdout bytes.Buffer
 	tail := &tailBuffer{max: stderrTail}
 	cmd.Stdout, cmd.Stderr = &stdout, tail
@@ -59,6 +60,7 @@ func (b *Borg) List(ctx context.Context, r Ref) ([]Item, error) {
 func (b *Borg) Extract(ctx context.Context, r Ref, path string) (*Stream, error) {
 	args := b.ExtractStdoutArgs(r, path)
 	cmd := exec.CommandContext(ctx, b.Path, args...)
+	cmd.Env = b.environ()
 	s := &Stream{cmd: cmd, args: args, tail: &tailBuffer{max: stderrTail}}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {

@@ -1,9 +1,13 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
+
+	"golang.org/x/term"
 
 	"github.com/prezero/prezero/borg"
 )
@@ -36,4 +40,40 @@ func withBorgAdvice(err error, b *borg.Borg) error {
 		return fmt.Errorf("%w; it is a borg 1.x repository: pass --borg borg", err)
 	}
 	return err
+}
+
+// listAskingOnce lists the archive. restore --from runs borg several times
+// (list, then extract for each item), and borg would ask an encrypted
+// repository's passphrase each time, under the progress line. So when the
+// user has not given one (BORG_PASSPHRASE, BORG_PASSCOMMAND,
+// BORG_PASSPHRASE_FD) and a terminal can ask, the first borg runs with an
+// empty BORG_PASSPHRASE: an encrypted repository refuses it at once, and
+// prezero asks once on the terminal and gives the answer to every later
+// borg through BORG_PASSPHRASE in that borg's environment only.
+func listAskingOnce(ctx context.Context, b *borg.Borg, ref borg.Ref) ([]borg.Item, error) {
+	if borg.PassphraseSet() {
+		return b.List(ctx, ref)
+	}
+	tty, err := os.OpenFile("/dev/tty", os.O_RDWR, 0)
+	if err != nil {
+		return b.List(ctx, ref) // borg cannot ask either
+	}
+	defer tty.Close()
+	env := b.Env
+	b.Env = append(env, "BORG_PASSPHRASE=")
+	items, err := b.List(ctx, ref)
+	for tries := 0; borg.WrongPassphrase(err) && tries < 3; tries++ {
+		if tries > 0 {
+			fmt.Fprintln(tty, "The passphrase is incorrect.")
+		}
+		fmt.Fprintf(tty, "Enter passphrase for %s: ", ref.Absolute().Repo)
+		pass, rerr := term.ReadPassword(int(tty.Fd()))
+		fmt.Fprintln(tty)
+		if rerr != nil {
+			return nil, fmt.Errorf("reading the passphrase: %w", rerr)
+		}
+		b.Env = append(env, "BORG_PASSPHRASE="+string(pass))
+		items, err = b.List(ctx, ref)
+	}
+	return items, err
 }

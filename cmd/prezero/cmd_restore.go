@@ -297,7 +297,7 @@ func openBorgSource(ctx context.Context, opts restoreOptions) (*restoreSource, e
 	if err := checkBorgRepo(b, ref); err != nil {
 		return nil, fmt.Errorf("%w; nothing was written", err)
 	}
-	items, err := b.List(ctx, ref)
+	items, err := listAskingOnce(ctx, b, ref)
 	if err != nil {
 		var be *borg.ExitError
 		if errors.As(err, &be) {
