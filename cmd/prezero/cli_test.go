@@ -444,3 +444,39 @@ func TestPassphraseAskedOnce(t *testing.T) {
 		})
 	}
 }
+
+// Issue 9, item 15: the README's set-up line runs as root as written and
+// installs both borgs like .ci/run; it warns that disk.img and --partitions
+// archives do not deduplicate against each other.
+func TestReadmeSetup(t *testing.T) {
+	readme := string(readFile(t, "../../README.md"))
+	ci := string(readFile(t, "../../.ci/run"))
+	var setup string
+	for _, l := range strings.Split(readme, "\n") {
+		if strings.Contains(l, "apt-get install") {
+			setup = l
+			break
+		}
+	}
+	if setup == "" {
+		t.Fatal("no apt-get install line in the README")
+	}
+	if strings.HasPrefix(strings.TrimSpace(setup), "sudo ") {
+		t.Errorf("the set-up line needs sudo, which a root shell may lack: %q", setup)
+	}
+	if !strings.Contains(readme, "As root") {
+		t.Error("the README does not say the set-up runs as root")
+	}
+	for _, pkg := range []string{"borgbackup", "borgbackup2", "fuse3", "e2fsprogs", "ntfs-3g"} {
+		if !regexp.MustCompile(`\s` + pkg + `(\s|$)`).MatchString(setup) {
+			t.Errorf("the set-up line does not install %s", pkg)
+		}
+		if !regexp.MustCompile(`\s` + pkg + `(\s|$)`).MatchString(ci) {
+			t.Errorf(".ci/run does not install %s", pkg)
+		}
+	}
+	i := strings.Index(readme, "`--partitions` stores")
+	if i < 0 || !strings.Contains(readme[i:], "do not deduplicate") || !strings.Contains(readme[i:], "1 MiB") {
+		t.Error("the README does not say where --partitions is described that it does not deduplicate with disk.img archives")
+	}
+}
