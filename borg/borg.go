@@ -5,7 +5,10 @@
 //
 // prezero's own syntax is REPO::ARCHIVE for every borg version; an empty
 // REPO (::ARCHIVE) leaves the repository to BORG_REPO, as borg does. BORG_*
-// environment variables are passed through untouched.
+// environment variables are passed through untouched; Borg.Env adds to the
+// environment of the borg children only (a passphrase asked once).
+// Messages show borg command lines shell-quoted and name the binary that
+// ran (borg2, not borg).
 package borg
 
 import (
