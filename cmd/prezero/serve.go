@@ -64,7 +64,7 @@ func serve(path, dir string, o serveOptions, logf func(string, ...any)) (*served
 	if err != nil {
 		return nil, err
 	}
-	src, err := source.Open(path, source.Options{ForceDirty: o.forceDirty})
+	src, err := source.Open(path, source.Options{ForceDirty: o.forceDirty, CrossCheck: crossCheckOption()})
 	if err != nil {
 		w.Close()
 		return nil, err
@@ -129,7 +129,7 @@ func (s *served) unmount() error {
 	err := s.server.Unmount()
 	if err != nil {
 		if lerr := unmountDir(s.dir, true); lerr != nil {
-			return fmt.Errorf("unmounting %s: %v; lazy unmount: %w", s.dir, err, lerr)
+			return fmt.Errorf("unmounting %s: %w; lazy unmount: %w", s.dir, err, lerr)
 		}
 	}
 	return nil
