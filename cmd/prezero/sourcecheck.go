@@ -9,12 +9,17 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/prezero/prezero/internal/source"
 )
 
 // checkSource says in one line why SOURCE cannot be read, before any other
 // check (mounted read-write, in use) can confuse the matter: it is missing,
 // it is a character device, or this user may not read it.
 func checkSource(path string) error {
+	if source.IsURI(path) {
+		return nil // an NBD export: its client says what is wrong
+	}
 	fi, err := os.Stat(path)
 	switch {
 	case errors.Is(err, os.ErrNotExist):

@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/prezero/prezero/exfatmap"
 	"github.com/prezero/prezero/extfsmap"
+	"github.com/prezero/prezero/fatmap"
 	"github.com/prezero/prezero/freemap"
 	"github.com/prezero/prezero/ntfsmap"
 	"github.com/prezero/prezero/xfsmap"
@@ -50,6 +52,21 @@ var probes = []probe{
 			notes = append(notes, "log covered (a frozen or snapshot copy): only superblock updates to replay")
 		}
 		return &volume{v.FS, v.BlockSize, v.Free, notes}, nil
+	}},
+	{"exfat", exfatmap.Probe, func(r io.ReaderAt, size int64, _ Options) (*volume, error) {
+		v, err := exfatmap.Read(r, size)
+		if err != nil {
+			return nil, err
+		}
+		return &volume{v.FS, v.BlockSize, v.Free, v.Notes}, nil
+	}},
+	// After ntfs and exfat, whose boot sectors also have a jump and 0x55AA.
+	{"vfat", fatmap.Probe, func(r io.ReaderAt, size int64, _ Options) (*volume, error) {
+		v, err := fatmap.Read(r, size)
+		if err != nil {
+			return nil, err
+		}
+		return &volume{v.FS, v.BlockSize, v.Free, v.Notes}, nil
 	}},
 }
 
