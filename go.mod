@@ -3,6 +3,7 @@ module github.com/prezero/prezero
 go 1.26.8
 
 require (
+	github.com/creack/pty v1.1.24
 	github.com/hanwen/go-fuse/v2 v2.12.1
 	github.com/spf13/pflag v1.1.0
 	golang.org/x/sys v0.50.0

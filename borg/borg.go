@@ -5,14 +5,19 @@
 //
 // prezero's own syntax is REPO::ARCHIVE for every borg version; an empty
 // REPO (::ARCHIVE) leaves the repository to BORG_REPO, as borg does. BORG_*
-// environment variables are passed through untouched.
+// environment variables are passed through untouched; Borg.Env adds to the
+// environment of the borg children only (a passphrase asked once).
+// Messages show borg command lines shell-quoted and name the binary that
+// ran (borg2, not borg).
 package borg
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -23,6 +28,36 @@ type Borg struct {
 	Path    string // as found on PATH, or as given to Find
 	Version string // e.g. "1.2.4", "2.0.0b5"
 	Major   int    // 1 or 2
+	// Env is added to the environment of every borg this Borg runs, and
+	// of no other process: a passphrase asked once, for example.
+	Env []string
+}
+
+// environ is the environment of a borg child: nil (this process's) or
+// this process's plus Env.
+func (b *Borg) environ() []string {
+	if len(b.Env) == 0 {
+		return nil
+	}
+	return append(os.Environ(), b.Env...)
+}
+
+// PassphraseSet reports whether the user gave borg its passphrase already
+// (BORG_PASSPHRASE, BORG_PASSCOMMAND or BORG_PASSPHRASE_FD is set).
+func PassphraseSet() bool {
+	for _, v := range []string{"BORG_PASSPHRASE", "BORG_PASSCOMMAND", "BORG_PASSPHRASE_FD"} {
+		if _, ok := os.LookupEnv(v); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// WrongPassphrase reports whether err is borg refusing the passphrase it
+// was given in its environment.
+func WrongPassphrase(err error) bool {
+	var be *ExitError
+	return errors.As(err, &be) && strings.Contains(be.Stderr, "passphrase supplied in BORG_PASSPHRASE")
 }
 
 var versionRE = regexp.MustCompile(`(?m)^borg2?\s+(\d+)\.(\d+)\S*`)
@@ -127,13 +162,18 @@ func (b *Borg) ListArgs(r Ref) []string {
 // ExitError describes a borg run that failed, keeping borg's exit code:
 // 1 is a warning, 2 an error, 128+N a signal.
 type ExitError struct {
+	Path   string // the borg binary that ran
 	Args   []string
 	Code   int
 	Stderr string // the last lines borg wrote to stderr, if captured
 }
 
 func (e *ExitError) Error() string {
-	msg := fmt.Sprintf("borg %s exited with code %d", strings.Join(e.Args, " "), e.Code)
+	name := "borg"
+	if e.Path != "" {
+		name = filepath.Base(e.Path)
+	}
+	msg := fmt.Sprintf("%s exited with code %d", CommandLine(name, e.Args), e.Code)
 	if s := strings.TrimSpace(e.Stderr); s != "" {
 		msg += ": " + s
 	}
@@ -142,3 +182,64 @@ func (e *ExitError) Error() string {
 
 // Warning reports whether borg finished with warnings only (exit code 1).
 func (e *ExitError) Warning() bool { return e.Code == 1 }
+
+// Quote quotes s for a POSIX shell if it needs quoting, so that command
+// lines in messages can be pasted into a shell.
+func Quote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./:=,@%+") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// CommandLine is name and args, each quoted for a shell.
+func CommandLine(name string, args []string) string {
+	q := []string{Quote(name)}
+	for _, a := range args {
+		q = append(q, Quote(a))
+	}
+	return strings.Join(q, " ")
+}
+
+// ErrRepoVersion reports a repository the chosen borg cannot read: a
+// borg 2 repository given to borg 1.x, or a borg 1 one given to borg 2.
+var ErrRepoVersion = errors.New("wrong borg version for this repository")
+
+// RepoVersion reads a local repository's version from its config file:
+// 1 (borg 1.x) or 2 (borg 2). ok is false for a remote repository, an
+// unreadable one, or an empty repo (BORG_REPO is not looked at).
+func RepoVersion(repo string) (version int, ok bool) {
+	if repo == "" || strings.Contains(repo, "://") {
+		return 0, false
+	}
+	if i := strings.IndexByte(repo, ':'); i >= 0 && !strings.Contains(repo[:i], "/") {
+		return 0, false // host:path
+	}
+	b, err := os.ReadFile(filepath.Join(repo, "config"))
+	if err != nil || len(b) > 1<<20 {
+		return 0, false
+	}
+	m := repoVersionRE.FindSubmatch(b)
+	if m == nil {
+		return 0, false
+	}
+	v, err := strconv.Atoi(string(m[1]))
+	return v, err == nil
+}
+
+var repoVersionRE = regexp.MustCompile(`(?m)^version\s*=\s*(\d+)\s*$`)
+
+// CheckRepo returns an error wrapping ErrRepoVersion if r names a local
+// repository whose version b cannot read, before borg fails on it with a
+// less clear message. Repositories it cannot inspect pass.
+func (b *Borg) CheckRepo(r Ref) error {
+	repo := r.Repo
+	if repo == "" {
+		repo = os.Getenv("BORG_REPO")
+	}
+	v, ok := RepoVersion(repo)
+	if !ok || v == b.Major || (v != 1 && v != 2) {
+		return nil
+	}
+	return fmt.Errorf("%w: %s is a borg %d repository, but %s is borg %s", ErrRepoVersion, repo, v, b.Path, b.Version)
+}

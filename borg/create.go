@@ -6,20 +6,26 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
 )
 
+// ChunkSize is the fixed chunk size prezero asks borg for, 4 MiB: the
+// default window of the holes a prezero mount reports (fusefs), so that
+// chunk boundaries line up with holes and stay put when data moves.
+const ChunkSize = 4 << 20
+
 // CreateFlags are prezero's flags for "borg create" of image files: read
 // their contents (--read-special), skip the holes lseek(SEEK_HOLE) reports
-// without reading them (--sparse), and cut fixed 4 MiB chunks, whose
-// boundaries line up with those holes and stay put when data moves.
-var CreateFlags = []string{"--read-special", "--sparse", "--chunker-params", "fixed,4194304"}
+// without reading them (--sparse), and cut fixed ChunkSize chunks.
+var CreateFlags = []string{"--read-special", "--sparse", "--chunker-params", "fixed," + strconv.Itoa(ChunkSize)}
 
 // Create runs "borg create" in dir, storing paths (relative to dir) into
-// r (made Absolute), with CreateFlags and then extra. borg inherits stdin, stdout, stderr
+// r (made Absolute), with CreateFlags (less those extra gives itself; see
+// MergeCreateFlags) and then extra. borg inherits stdin, stdout, stderr
 // and the environment, so its passphrase prompt, progress, stats and
 // BORG_* settings work as usual.
 //
@@ -31,9 +37,14 @@ var CreateFlags = []string{"--read-special", "--sparse", "--chunker-params", "fi
 // Create returns nil on success and an *ExitError with borg's exit code
 // otherwise: 1 (warnings only), 2 (error), 128+N (killed by signal N).
 func (b *Borg) Create(dir string, r Ref, extra, paths []string) error {
-	args := b.CreateArgs(r.Absolute(), CreateFlags, extra, paths)
+	flags, _, err := MergeCreateFlags(extra)
+	if err != nil {
+		return err
+	}
+	args := b.CreateArgs(r.Absolute(), flags, extra, paths)
 	cmd := exec.Command(b.Path, args...)
 	cmd.Dir = dir
+	cmd.Env = b.environ()
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 
 	sigs := make(chan os.Signal, 4)
@@ -54,7 +65,7 @@ func (b *Borg) Create(dir string, r Ref, extra, paths []string) error {
 			if err == nil {
 				return nil
 			}
-			return exitError(args, err, &tailBuffer{})
+			return exitError(b.Path, args, err, &tailBuffer{})
 		}
 	}
 }
@@ -91,4 +102,80 @@ func (r Ref) Absolute() Ref {
 		return r
 	}
 	return Ref{Repo: abs, Archive: r.Archive}
+}
+
+// Chunker is the chunker a --chunker-params value chooses.
+type Chunker struct {
+	Fixed  bool   // borg's fixed-size chunker; false: buzhash
+	Size   int64  // Fixed: the block size
+	Header int64  // Fixed: the size of the header chunk before the blocks
+	Spec   string // the value as given
+}
+
+// ParseChunkerParams reads a --chunker-params value: "fixed,SIZE[,HEADER]",
+// "buzhash,MIN,MAX,MASK,WINDOW", "MIN,MAX,MASK,WINDOW" (buzhash, as borg 1
+// reads it) or "default" (buzhash).
+func ParseChunkerParams(spec string) (Chunker, error) {
+	c := Chunker{Spec: spec}
+	f := strings.Split(spec, ",")
+	switch {
+	case f[0] == "fixed" && (len(f) == 2 || len(f) == 3):
+		c.Fixed = true
+		n, err := strconv.ParseInt(f[1], 10, 64)
+		if err != nil || n <= 0 {
+			return c, fmt.Errorf("--chunker-params %s: %q is not a block size", spec, f[1])
+		}
+		c.Size = n
+		if len(f) == 3 {
+			h, err := strconv.ParseInt(f[2], 10, 64)
+			if err != nil || h < 0 {
+				return c, fmt.Errorf("--chunker-params %s: %q is not a header size", spec, f[2])
+			}
+			c.Header = h
+		}
+		return c, nil
+	case spec == "default", f[0] == "buzhash", len(f) == 4:
+		return c, nil
+	}
+	return c, fmt.Errorf("--chunker-params %s: not fixed,SIZE[,HEADER], buzhash,MIN,MAX,MASK,WINDOW or default", spec)
+}
+
+// MergeCreateFlags returns CreateFlags without the ones extra (the user's
+// borg create arguments) gives itself, since borg refuses an option given
+// twice, and the chunker extra chooses (nil if it chooses none).
+func MergeCreateFlags(extra []string) (flags []string, chunker *Chunker, err error) {
+	has := map[string]bool{}
+	for i := 0; i < len(extra); i++ {
+		a := extra[i]
+		name, val, eq := strings.Cut(a, "=")
+		switch name {
+		case "--sparse", "--read-special":
+			has[name] = true
+		case "--chunker-params":
+			has[name] = true
+			if !eq {
+				if i+1 >= len(extra) {
+					return nil, nil, fmt.Errorf("--chunker-params needs a value")
+				}
+				i++
+				val = extra[i]
+			}
+			c, err := ParseChunkerParams(val)
+			if err != nil {
+				return nil, nil, err
+			}
+			chunker = &c
+		}
+	}
+	for i := 0; i < len(CreateFlags); i++ {
+		f := CreateFlags[i]
+		if has[f] {
+			if f == "--chunker-params" {
+				i++ // and its value
+			}
+			continue
+		}
+		flags = append(flags, f)
+	}
+	return flags, chunker, nil
 }

@@ -2,6 +2,7 @@ package borg
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -60,6 +61,46 @@ func TestCreate(t *testing.T) {
 		want := work + " create --read-special --sparse --chunker-params fixed,4194304 --stats /r::a disk.img"
 		if got := strings.TrimSpace(string(b)); got != want {
 			t.Fatalf("borg ran as %q, want %q", got, want)
+		}
+	}
+}
+
+func TestMergeCreateFlags(t *testing.T) {
+	for _, c := range []struct {
+		extra   []string
+		flags   string
+		chunker string // "fixed SIZE HEADER", "buzhash", or ""
+		bad     bool
+	}{
+		{nil, "--read-special --sparse --chunker-params fixed,4194304", "", false},
+		{[]string{"--stats", "-C", "zstd"}, "--read-special --sparse --chunker-params fixed,4194304", "", false},
+		{[]string{"--chunker-params", "fixed,1048576"}, "--read-special --sparse", "fixed 1048576 0", false},
+		{[]string{"--chunker-params=fixed,2097152,4096"}, "--read-special --sparse", "fixed 2097152 4096", false},
+		{[]string{"--sparse", "--read-special"}, "--chunker-params fixed,4194304", "", false},
+		{[]string{"--chunker-params", "buzhash,19,23,21,4095"}, "--read-special --sparse", "buzhash", false},
+		{[]string{"--chunker-params", "19,23,21,4095"}, "--read-special --sparse", "buzhash", false},
+		{[]string{"--chunker-params", "default"}, "--read-special --sparse", "buzhash", false},
+		{[]string{"--chunker-params"}, "", "", true},
+		{[]string{"--chunker-params", "fixed,x"}, "", "", true},
+		{[]string{"--chunker-params", "nonsense"}, "", "", true},
+	} {
+		flags, ch, err := MergeCreateFlags(c.extra)
+		if (err != nil) != c.bad {
+			t.Errorf("%q: err %v", c.extra, err)
+			continue
+		}
+		if c.bad {
+			continue
+		}
+		got := ""
+		if ch != nil {
+			got = "buzhash"
+			if ch.Fixed {
+				got = fmt.Sprintf("fixed %d %d", ch.Size, ch.Header)
+			}
+		}
+		if strings.Join(flags, " ") != c.flags || got != c.chunker {
+			t.Errorf("%q: flags %q chunker %q; want %q, %q", c.extra, flags, got, c.flags, c.chunker)
 		}
 	}
 }

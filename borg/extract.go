@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // stderrTail is how much of borg's stderr an ExitError keeps.
@@ -30,11 +32,12 @@ type Item struct {
 func (b *Borg) List(ctx context.Context, r Ref) ([]Item, error) {
 	args := b.ListArgs(r)
 	cmd := exec.CommandContext(ctx, b.Path, args...)
+	cmd.Env = b.environ()
 	var stdout bytes.Buffer
 	tail := &tailBuffer{max: stderrTail}
 	cmd.Stdout, cmd.Stderr = &stdout, tail
 	if err := cmd.Run(); err != nil {
-		return nil, exitError(args, err, tail)
+		return nil, exitError(b.Path, args, err, tail)
 	}
 	var items []Item
 	sc := bufio.NewScanner(&stdout)
@@ -57,6 +60,7 @@ func (b *Borg) List(ctx context.Context, r Ref) ([]Item, error) {
 func (b *Borg) Extract(ctx context.Context, r Ref, path string) (*Stream, error) {
 	args := b.ExtractStdoutArgs(r, path)
 	cmd := exec.CommandContext(ctx, b.Path, args...)
+	cmd.Env = b.environ()
 	s := &Stream{cmd: cmd, args: args, tail: &tailBuffer{max: stderrTail}}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -70,6 +74,11 @@ func (b *Borg) Extract(ctx context.Context, r Ref, path string) (*Stream, error)
 		return nil, fmt.Errorf("starting %s: %w", b.Path, err)
 	}
 	s.stdout = stdout
+	if f, ok := stdout.(*os.File); ok {
+		// A 1 MiB pipe instead of 64 KiB: the pipe, not borg, would set
+		// the pace.
+		_, _ = unix.FcntlInt(f.Fd(), unix.F_SETPIPE_SZ, 1<<20)
+	}
 	s.drained = make(chan struct{})
 	go func() {
 		defer close(s.drained)
@@ -118,7 +127,7 @@ func (s *Stream) wait() error {
 	<-s.drained // Wait closes the pipes: read stderr to the end first
 	err := s.cmd.Wait()
 	if err != nil {
-		ee := exitError(s.args, err, s.tail)
+		ee := exitError(s.cmd.Path, s.args, err, s.tail)
 		var be *ExitError
 		if errors.As(ee, &be) && be.Warning() {
 			s.warning = be
@@ -153,7 +162,7 @@ func (s *Stream) Warning() *ExitError { return s.warning }
 
 // exitError turns a failed run into an *ExitError with borg's exit code
 // and the tail of its stderr; other failures (not started) pass through.
-func exitError(args []string, err error, tail *tailBuffer) error {
+func exitError(path string, args []string, err error, tail *tailBuffer) error {
 	var xe *exec.ExitError
 	if !errors.As(err, &xe) {
 		return err
@@ -162,7 +171,7 @@ func exitError(args []string, err error, tail *tailBuffer) error {
 	if ws, ok := xe.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
 		code = 128 + int(ws.Signal()) // as a shell reports it
 	}
-	return &ExitError{Args: args, Code: code, Stderr: tail.String()}
+	return &ExitError{Path: path, Args: args, Code: code, Stderr: tail.String()}
 }
 
 // tailBuffer keeps the last max bytes written to it, trimmed to whole lines.

@@ -21,11 +21,13 @@ import (
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
+	"github.com/prezero/prezero/borg"
 	"github.com/prezero/prezero/stream"
 )
 
-// DefaultHoleAlign matches borg's --chunker-params fixed,4194304.
-const DefaultHoleAlign = 4 << 20
+// DefaultHoleAlign is borg.ChunkSize, the fixed chunk size prezero gives
+// borg, so that holes start and end on chunk boundaries.
+const DefaultHoleAlign = borg.ChunkSize
 
 // maxRequest is the largest read the kernel sends: 1 MiB requests with
 // FOPEN_DIRECT_IO read about 2.5x faster than the 128 KiB default.

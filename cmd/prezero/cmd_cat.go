@@ -50,6 +50,9 @@ func runCat(ctx context.Context, opts catOptions, args []string) error {
 	if term.IsTerminal(int(os.Stdout.Fd())) {
 		return usagef("refusing to write a binary stream to a terminal; redirect stdout to a file or pipe")
 	}
+	if err := checkSource(args[0]); err != nil {
+		return err
+	}
 	if err := checkShare(opts.forceShare, opts.force); err != nil {
 		return err
 	}

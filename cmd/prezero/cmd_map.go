@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/pflag"
@@ -82,6 +83,9 @@ type partJSON struct {
 func runMap(ctx context.Context, opts mapOptions, args []string) error {
 	if len(args) != 1 {
 		return usagef("expected one SOURCE, got %d arguments", len(args))
+	}
+	if err := checkSource(args[0]); err != nil {
+		return err
 	}
 	// map only reads metadata, so a live source is shown, with a warning:
 	// cat, mount and backup refuse it.
@@ -178,6 +182,36 @@ func printMap(w io.Writer, m mapJSON) {
 	}
 	fmt.Fprintf(w, "total: %s, served from source %s, zeroed %s (%.1f%% saving before compression)\n",
 		human(m.Size), human(m.Used), human(m.Zeroable), pct)
+	var passed []string
+	files := 0
+	for _, p := range m.Partitions {
+		if p.Container {
+			continue
+		}
+		files++
+		if !p.Zeroed {
+			passed = append(passed, fmt.Sprintf("part%d", p.Number))
+		}
+	}
+	if len(passed) > 0 {
+		fmt.Fprintf(w, "warning: %d of %d partitions pass through unchanged (%s): see STATUS; nothing is zeroed there\n",
+			len(passed), files, strings.Join(passed, ", "))
+	}
+}
+
+// passThroughReasons lists why each partition of src passes through,
+// or why there is no partition to zero at all.
+func passThroughReasons(src *source.Source) []string {
+	var rs []string
+	for _, p := range src.Files() {
+		if !p.Zeroed {
+			rs = append(rs, fmt.Sprintf("part%d: %s", p.Number, p.Reason))
+		}
+	}
+	if len(rs) == 0 {
+		rs = append(rs, "its partitions have no free blocks")
+	}
+	return rs
 }
 
 // human formats a byte count with binary units.

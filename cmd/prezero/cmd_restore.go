@@ -8,14 +8,13 @@ import (
 	"io"
 	"os"
 	"path"
-	"strconv"
 	"strings"
-	"time"
 
 	"github.com/spf13/pflag"
 	"golang.org/x/term"
 
 	"github.com/prezero/prezero/borg"
+	"github.com/prezero/prezero/internal/bytesize"
 	"github.com/prezero/prezero/internal/restore"
 	"github.com/prezero/prezero/stream"
 )
@@ -25,8 +24,8 @@ type restoreOptions struct {
 	path         string
 	input        string
 	disk         bool
-	blockSize    restoreSize
-	expectSize   restoreSize
+	blockSize    bytesize.Value
+	expectSize   bytesize.Value
 	assumeZeroed bool
 	force        bool
 	json         bool
@@ -41,7 +40,8 @@ func (o *restoreOptions) AddFlags(f *pflag.FlagSet) {
 	f.StringVar(&o.input, "input", "", "read the stream from `FILE` instead of standard input")
 	f.BoolVar(&o.disk, "disk", false, "with --from: TARGET is a whole disk; restore header.img and every partN.img of a --partitions archive at their offsets")
 	f.Var(&o.blockSize, "block-size", "unit of zero detection (power of two, 512 to 1M)")
-	f.Var(&o.expectSize, "expect-size", "the stream must be exactly `BYTES` long (suffixes K, M, G, T: powers of 1024)")
+	f.Var(&o.expectSize, "expect-size", "the stream must be exactly `BYTES` long (K, M, G, T: powers of 1024). A pipe's real length is known only at its end: "+
+		"a longer stream fails after BYTES bytes of TARGET were overwritten. --from checks the size before the first write")
 	f.BoolVar(&o.assumeZeroed, "assume-zeroed", false, "TARGET already reads as zeros: skip zero runs instead of zeroing them (see above)")
 	f.BoolVar(&o.force, "force", false, "write to a TARGET that is in use (held open exclusively, stacked under a device-mapper or loop device); never a mounted one")
 	f.BoolVar(&o.json, "json", false, "print the summary as JSON on standard output")
@@ -75,8 +75,11 @@ Length: a stream longer than a block device is refused before anything is
 written. --from takes the length from 'borg list', --input from the file's
 size. A pipe's length is unknown, so writing a pipe to a block device needs
 --expect-size (the item's size: borg list --format '{size}{NL}' REPO::ARCHIVE
-disk.img). --expect-size is checked before writing when the length is known,
-and at the end of the stream otherwise: a shorter or longer stream is an error.
+disk.img). --expect-size is checked before writing when the length is known
+(--input, --from). A pipe's real length is known only at its end: a shorter
+or longer pipe is an error, but only after the first --expect-size bytes of
+TARGET were overwritten. --from asks borg for the size and checks it before
+the first write.
 A pipe cannot tell prezero that the command before it failed: use --from, or
 --expect-size (or at least 'set -o pipefail') so a cut-short stream is caught.
 An empty pipe is refused.
@@ -112,32 +115,21 @@ line is shown while standard error is a terminal. Ctrl-C stops the restore
 is reported with borg's message and exits with borg's exit code; a borg
 warning (exit code 1) after a complete restore exits with 1.`,
 		flags: opts.AddFlags,
-		run:   func(ctx context.Context, args []string) error { return runRestore(ctx, opts, args) },
+		run: func(ctx context.Context, args []string) error {
+			err := runRestore(ctx, opts, args)
+			if err != nil && opts.from == "" && opts.input == "" {
+				drainPipe(ctx, os.Stdin)
+			}
+			return err
+		},
 	})
-}
-
-// restoreSummary is what restore did, printed at the end (--json: as is).
-type restoreSummary struct {
-	Target       string  `json:"target"`
-	Kind         string  `json:"kind"`
-	TargetSize   int64   `json:"target_size"`
-	StreamBytes  int64   `json:"stream_bytes"`
-	Covered      int64   `json:"covered_bytes"`
-	Written      int64   `json:"written_bytes"`
-	MergedZeros  int64   `json:"merged_zero_bytes"`
-	Zeroed       int64   `json:"zeroed_bytes"`
-	ZerosWritten int64   `json:"zeros_written_bytes"`
-	Holes        int64   `json:"hole_bytes"`
-	Skipped      int64   `json:"skipped_bytes"`
-	Untouched    int64   `json:"untouched_bytes"`
-	Seconds      float64 `json:"seconds"`
 }
 
 func runRestore(ctx context.Context, opts restoreOptions, args []string) error {
 	if len(args) != 1 {
 		return usagef("expected one TARGET, got %d arguments", len(args))
 	}
-	targetPath := args[0]
+	target := args[0]
 	switch {
 	case opts.from != "" && opts.input != "":
 		return usagef("--from and --input both name a stream; give one")
@@ -148,7 +140,6 @@ func runRestore(ctx context.Context, opts restoreOptions, args []string) error {
 	case opts.path != restore.DiskItem && opts.from == "":
 		return usagef("--path chooses an item of a borg archive; give --from REPO::ARCHIVE")
 	}
-
 	if err := restore.CheckBlockSize(int(opts.blockSize)); err != nil {
 		return usagef("--block-size: %v", err)
 	}
@@ -158,91 +149,16 @@ func runRestore(ctx context.Context, opts restoreOptions, args []string) error {
 		return err
 	}
 	defer src.close()
-	size := src.size
-	if opts.expectSize >= 0 {
-		if size >= 0 && size != int64(opts.expectSize) {
-			return fmt.Errorf("%s is %d bytes, but --expect-size is %d; nothing was written", src.name, size, opts.expectSize)
-		}
-		size = int64(opts.expectSize)
-	}
-
-	t, err := restore.Open(targetPath, restore.OpenOptions{Force: opts.force})
+	sum, err := restore.Run(ctx, src.Source, target, restore.RunOptions{
+		BlockSize:    int(opts.blockSize),
+		AssumeZeroed: opts.assumeZeroed,
+		Force:        opts.force,
+		ExpectSize:   int64(opts.expectSize),
+		Warnf:        func(format string, a ...any) { fmt.Fprintf(os.Stderr, "prezero restore: "+format+"\n", a...) },
+		Progress:     startRestoreProgress,
+	})
 	if err != nil {
-		return err
-	}
-	defer t.Close()
-	if src.file != nil {
-		if fi, err := src.file.Stat(); err == nil && t.SameFile(fi) {
-			return fmt.Errorf("%s is both the stream and the target", targetPath)
-		}
-	}
-	if t.InUse != "" {
-		fmt.Fprintf(os.Stderr, "prezero restore: warning: %s %s; writing anyway (--force)\n", targetPath, t.InUse)
-	}
-	if src.plan != nil {
-		size = src.plan.End
-		if t.IsPartition() {
-			return fmt.Errorf("--disk needs a whole disk, but %s is a partition; give the disk it belongs to", targetPath)
-		}
-	}
-	limit := int64(-1)
-	if t.Kind == restore.Device {
-		limit = t.Size
-		switch {
-		case size < 0:
-			return fmt.Errorf("the length of standard input is unknown (a pipe), and %s is a block device: prezero must know the length "+
-				"first so that a stream longer than the device is refused before anything is written. Pass --expect-size BYTES "+
-				"(borg list --format '{size}{NL}' REPO::ARCHIVE disk.img prints it), or let prezero run borg: --from REPO::ARCHIVE; "+
-				"nothing was written", targetPath)
-		case size > t.Size:
-			return fmt.Errorf("%w: %s needs %d bytes (%s), %s holds %d (%s); nothing was written",
-				restore.ErrTooLong, src.name, size, human(size), targetPath, t.Size, human(t.Size))
-		}
-	}
-
-	w, err := restore.NewWriter(t, restore.Options{BlockSize: int(opts.blockSize), AssumeZeroed: opts.assumeZeroed, Limit: limit})
-	if err != nil {
-		return err
-	}
-	start := time.Now()
-	stopProgress := startRestoreProgress(w, size)
-	if src.plan != nil {
-		err = src.plan.Restore(ctx, w, src.archive)
-	} else {
-		_, err = w.ReadFrom(ctx, src.r, size)
-		if err == nil && size < 0 && w.In() == 0 {
-			stopProgress()
-			// Most likely the command before the pipe failed.
-			if t.Created {
-				os.Remove(targetPath)
-			}
-			return fmt.Errorf("%s is empty (did the command before the pipe fail?); nothing was written to %s", src.name, targetPath)
-		}
-	}
-	if err == nil {
-		err = w.Finish(ctx)
-	}
-	stopProgress()
-	if err != nil {
-		return restoreFailed(ctx, err, targetPath, w.Pos())
-	}
-	if t.Kind == restore.Device && (src.plan != nil || opts.path == restore.DiskItem) {
-		if err := t.RereadPartitions(); err != nil {
-			fmt.Fprintf(os.Stderr, "prezero restore: note: %v\n", err)
-		}
-	}
-
-	st := w.Stats()
-	sum := restoreSummary{
-		Target: targetPath, Kind: t.Kind.String(), TargetSize: t.Size,
-		StreamBytes: st.In, Covered: w.Pos(), Written: st.Written, MergedZeros: st.MergedZeros,
-		Zeroed: st.Zeroed, ZerosWritten: st.ZerosWritten, Holes: st.Holes, Skipped: st.Skipped,
-		Seconds: time.Since(start).Seconds(),
-	}
-	if t.Kind == restore.Device {
-		sum.Untouched = t.Size - w.Pos()
-	} else {
-		sum.TargetSize = w.Pos()
+		return restoreFailed(ctx, err, opts)
 	}
 	if opts.json {
 		enc := json.NewEncoder(os.Stdout)
@@ -253,30 +169,43 @@ func runRestore(ctx context.Context, opts restoreOptions, args []string) error {
 	} else {
 		printRestoreSummary(os.Stderr, sum)
 	}
-	if warn := src.warning(); warn != nil {
-		return &exitError{code: 1, err: fmt.Errorf("the restore is complete, but borg warned: %w", warn)}
+	if src.archive != nil {
+		if warn := src.archive.Warning(); warn != nil {
+			return &exitError{code: 1, err: fmt.Errorf("the restore is complete, but borg warned: %w", warn)}
+		}
 	}
 	return nil
 }
 
-// restoreFailed explains a failed restore: interrupted (main maps it to
-// 130), a borg failure (borg's exit code), or anything else.
-func restoreFailed(ctx context.Context, err error, target string, pos int64) error {
-	incomplete := fmt.Sprintf("%s is incomplete (the first %d bytes were restored); run the restore again", target, pos)
-	if pos == 0 {
-		incomplete = "nothing was written to " + target
+// restoreFailed adds the CLI's advice to a failed restore: interrupted
+// (main maps it to 130), a borg failure (borg's exit code), or anything
+// else.
+func restoreFailed(ctx context.Context, err error, opts restoreOptions) error {
+	if errors.Is(err, restore.ErrUnknownLength) {
+		return fmt.Errorf("%w. Pass --expect-size BYTES (borg list --format '{size}{NL}' REPO::ARCHIVE disk.img prints it), "+
+			"or let prezero run borg: --from REPO::ARCHIVE", err)
+	}
+	var ie *restore.IncompleteError
+	if !errors.As(err, &ie) {
+		return err
+	}
+	if errors.Is(err, restore.ErrLong) && opts.expectSize >= 0 {
+		return fmt.Errorf("the stream is longer than --expect-size %d: the first %d bytes of %s were overwritten with the start of the stream, "+
+			"and the rest of the stream was not written. Restore again with the right --expect-size "+
+			"(borg list --format '{size}{NL}' REPO::ARCHIVE disk.img prints it), or use --from REPO::ARCHIVE, which checks the size before the first write",
+			int64(opts.expectSize), ie.Pos, ie.Target)
 	}
 	if ctx.Err() != nil {
-		return fmt.Errorf("%s", incomplete)
+		return errors.New(ie.State())
 	}
 	var be *borg.ExitError
 	if errors.As(err, &be) {
-		return &exitError{code: be.Code, err: fmt.Errorf("%w; %s", err, incomplete)}
+		return &exitError{code: be.Code, err: err}
 	}
-	return fmt.Errorf("%w; %s", err, incomplete)
+	return err
 }
 
-func printRestoreSummary(w io.Writer, s restoreSummary) {
+func printRestoreSummary(w io.Writer, s restore.Summary) {
 	rate := ""
 	if s.Seconds > 0 {
 		rate = fmt.Sprintf(" (%s/s)", human(int64(float64(s.Covered)/s.Seconds)))
@@ -301,14 +230,10 @@ func printRestoreSummary(w io.Writer, s restoreSummary) {
 	}
 }
 
-// restoreSource is where the stream comes from.
+// restoreSource is the stream and what must be released after it.
 type restoreSource struct {
-	name    string    // for messages
-	r       io.Reader // the stream (nil with plan)
-	size    int64     // its length, -1 if unknown
-	file    *os.File  // --input or standard input, to refuse it as TARGET
-	plan    *restore.DiskPlan
-	archive *borgArchive
+	restore.Source
+	archive *borg.Archive // with --from
 	closers []io.Closer
 }
 
@@ -316,16 +241,9 @@ func (s *restoreSource) close() {
 	for _, c := range s.closers {
 		c.Close()
 	}
-	if s.plan != nil {
-		s.plan.Close()
+	if s.Plan != nil {
+		s.Plan.Close()
 	}
-}
-
-func (s *restoreSource) warning() error {
-	if s.archive == nil {
-		return nil
-	}
-	return s.archive.warning()
 }
 
 func openRestoreSource(ctx context.Context, opts restoreOptions) (*restoreSource, error) {
@@ -352,16 +270,16 @@ func openRestoreSource(ctx context.Context, opts restoreOptions) (*restoreSource
 			f.Close()
 			return nil, err
 		}
-		return &restoreSource{name: opts.input, r: f, size: size, file: f, closers: []io.Closer{f}}, nil
+		return &restoreSource{Source: restore.Source{Name: opts.input, R: f, Size: size, File: f, WholeDisk: true}, closers: []io.Closer{f}}, nil
 	}
 	if term.IsTerminal(int(os.Stdin.Fd())) {
 		return nil, usagef("standard input is a terminal; pipe a stream in (borg extract --stdout ... |), or give --from or --input")
 	}
-	s := &restoreSource{name: "standard input", r: os.Stdin, size: -1, file: os.Stdin}
+	s := &restoreSource{Source: restore.Source{Name: "standard input", R: os.Stdin, Size: -1, File: os.Stdin, WholeDisk: true}}
 	stream.GrowPipe(os.Stdin)
 	if fi, err := os.Stdin.Stat(); err == nil && fi.Mode().IsRegular() {
 		if pos, err := os.Stdin.Seek(0, io.SeekCurrent); err == nil {
-			s.size = fi.Size() - pos
+			s.Size = fi.Size() - pos
 		}
 	}
 	return s, nil
@@ -376,15 +294,18 @@ func openBorgSource(ctx context.Context, opts restoreOptions) (*restoreSource, e
 	if err != nil {
 		return nil, err
 	}
-	items, err := b.List(ctx, ref)
+	if err := checkBorgRepo(b, ref); err != nil {
+		return nil, fmt.Errorf("%w; nothing was written", err)
+	}
+	items, err := listAskingOnce(ctx, b, ref)
 	if err != nil {
 		var be *borg.ExitError
 		if errors.As(err, &be) {
-			return nil, &exitError{code: be.Code, err: fmt.Errorf("cannot list %s: %w; nothing was written", ref, err)}
+			return nil, &exitError{code: be.Code, err: withBorgAdvice(fmt.Errorf("cannot list %s: %w; nothing was written", ref, err), b)}
 		}
 		return nil, err
 	}
-	a := &borgArchive{b: b, ref: ref}
+	a := &borg.Archive{Borg: b, Ref: ref}
 	find := func(p string) (borg.Item, bool) {
 		for _, it := range items {
 			if it.Path == p {
@@ -408,7 +329,7 @@ func openBorgSource(ctx context.Context, opts restoreOptions) (*restoreSource, e
 	if opts.disk {
 		if it, ok := find(restore.DiskItem); ok {
 			// A whole-disk archive: its stream holds the partition table.
-			return a.source(ctx, it)
+			return borgItemSource(ctx, a, it)
 		}
 		var ritems []restore.Item
 		for _, it := range items {
@@ -417,11 +338,11 @@ func openBorgSource(ctx context.Context, opts restoreOptions) (*restoreSource, e
 		plan, err := restore.PlanDisk(ctx, ritems, a)
 		if err != nil {
 			if be := (*borg.ExitError)(nil); errors.As(err, &be) {
-				return nil, restoreFailed(ctx, err, "the target", 0)
+				return nil, &exitError{code: be.Code, err: fmt.Errorf("%w; nothing was written to the target", err)}
 			}
 			return nil, fmt.Errorf("%s: %w; nothing was written", ref, err)
 		}
-		return &restoreSource{name: ref.String(), size: plan.End, plan: plan, archive: a}, nil
+		return &restoreSource{Source: restore.Source{Name: ref.String(), Size: plan.End, Plan: plan, Archive: a}, archive: a}, nil
 	}
 	it, ok := find(opts.path)
 	if !ok {
@@ -434,83 +355,41 @@ func openBorgSource(ctx context.Context, opts restoreOptions) (*restoreSource, e
 	if path.Base(it.Path) == restore.HeaderItem {
 		fmt.Fprintf(os.Stderr, "prezero restore: note: header.img alone holds no partition; --disk restores the whole disk\n")
 	}
-	return a.source(ctx, it)
+	return borgItemSource(ctx, a, it)
 }
 
-// borgArchive opens items with borg extract --stdout and remembers borg's
-// warnings.
-type borgArchive struct {
-	b       *borg.Borg
-	ref     borg.Ref
-	streams []*borg.Stream
-}
-
-var _ restore.Archive = (*borgArchive)(nil)
-
-func (a *borgArchive) Open(ctx context.Context, p string) (io.ReadCloser, error) {
-	s, err := a.b.Extract(ctx, a.ref, p)
-	if err != nil {
-		return nil, err
-	}
-	if f, ok := s.Stdout().(*os.File); ok {
-		stream.GrowPipe(f)
-	}
-	a.streams = append(a.streams, s)
-	return s, nil
-}
-
-func (a *borgArchive) source(ctx context.Context, it borg.Item) (*restoreSource, error) {
+// borgItemSource starts borg extract --stdout for one item.
+func borgItemSource(ctx context.Context, a *borg.Archive, it borg.Item) (*restoreSource, error) {
 	s, err := a.Open(ctx, it.Path)
 	if err != nil {
 		return nil, err
 	}
-	return &restoreSource{name: a.ref.String() + " " + it.Path, r: s, size: it.Size, archive: a, closers: []io.Closer{s}}, nil
+	return &restoreSource{
+		Source:  restore.Source{Name: a.Ref.String() + " " + it.Path, R: s, Size: it.Size, WholeDisk: path.Base(it.Path) == restore.DiskItem},
+		archive: a,
+		closers: []io.Closer{s},
+	}, nil
 }
 
-func (a *borgArchive) warning() error {
-	for _, s := range a.streams {
-		if w := s.Warning(); w != nil {
-			return w
-		}
+// drainPipe reads a refused pipe to its end, so that the command writing
+// it (borg extract --stdout) ends normally instead of printing a
+// BrokenPipeError traceback over prezero's message, which main prints
+// last. Ctrl-C stops it.
+func drainPipe(ctx context.Context, f *os.File) {
+	fi, err := f.Stat()
+	if err != nil || fi.Mode()&os.ModeNamedPipe == 0 || ctx.Err() != nil {
+		return
 	}
-	return nil
-}
-
-// restoreSize is a byte count flag with optional binary suffixes.
-type restoreSize int64
-
-func (s *restoreSize) String() string {
-	if *s < 0 {
-		return ""
+	if term.IsTerminal(int(os.Stderr.Fd())) {
+		fmt.Fprintln(os.Stderr, "prezero restore: refused; reading the rest of standard input so that the command before the pipe ends normally (Ctrl-C stops this)")
 	}
-	return strconv.FormatInt(int64(*s), 10)
-}
-
-func (s *restoreSize) Type() string { return "BYTES" }
-
-func (s *restoreSize) Set(v string) error {
-	n, err := parseRestoreSize(v)
-	if err != nil {
-		return err
+	done := make(chan struct{})
+	go func() {
+		io.Copy(io.Discard, f)
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
 	}
-	*s = restoreSize(n)
-	return nil
-}
-
-// parseRestoreSize parses "4096", "4K", "4KiB", "1G": suffixes are powers
-// of 1024.
-func parseRestoreSize(v string) (int64, error) {
-	s := strings.TrimSuffix(strings.TrimSuffix(strings.ToUpper(strings.TrimSpace(v)), "B"), "I")
-	mult := int64(1)
-	if s != "" {
-		if i := strings.IndexByte("KMGTP", s[len(s)-1]); i >= 0 {
-			mult = int64(1) << (10 * (i + 1))
-			s = s[:len(s)-1]
-		}
-	}
-	n, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || n < 0 || (n > 0 && mult > (1<<63-1)/n) {
-		return 0, fmt.Errorf("%q is not a byte count (e.g. 4096, 4K, 1G)", v)
-	}
-	return n * mult, nil
 }

@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"sort"
@@ -30,6 +31,8 @@ type command struct {
 	long  string // shown by "prezero NAME --help"
 	flags func(*pflag.FlagSet)
 	run   func(ctx context.Context, args []string) error
+	// flagHint, if set, adds a line of advice to a flag parsing error.
+	flagHint func(error) string
 }
 
 var commands = map[string]*command{}
@@ -57,8 +60,23 @@ func main() {
 }
 
 func run(args []string) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
 		printUsage(os.Stdout)
+		return 0
+	}
+	if args[0] == "help" {
+		// "prezero help COMMAND" is "prezero COMMAND --help".
+		if len(args) == 1 {
+			printUsage(os.Stdout)
+			return 0
+		}
+		c, ok := commands[args[1]]
+		if !ok {
+			fmt.Fprintf(os.Stderr, "prezero help: unknown command %q\n\n", args[1])
+			printUsage(os.Stderr)
+			return 2
+		}
+		printHelp(os.Stdout, c, newFlagSet(c))
 		return 0
 	}
 	if args[0] == "--version" || args[0] == "version" {
@@ -71,19 +89,20 @@ func run(args []string) int {
 		printUsage(os.Stderr)
 		return 2
 	}
-	fs := pflag.NewFlagSet("prezero "+c.name, pflag.ContinueOnError)
-	fs.SortFlags = false
-	fs.Usage = func() {
-		fmt.Fprintf(os.Stderr, "Usage: prezero %s %s\n\n%s\n\nOptions:\n%s", c.name, c.usage, c.long, fs.FlagUsages())
-	}
-	if c.flags != nil {
-		c.flags(fs)
-	}
+	fs := newFlagSet(c)
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
+			printHelp(os.Stdout, c, fs)
 			return 0
 		}
-		fmt.Fprintf(os.Stderr, "prezero %s: %v\n", c.name, err)
+		// A usage error: the help on stderr, then the error, last.
+		printHelp(os.Stderr, c, fs)
+		fmt.Fprintf(os.Stderr, "\nprezero %s: %v\n", c.name, err)
+		if c.flagHint != nil {
+			if hint := c.flagHint(err); hint != "" {
+				fmt.Fprintf(os.Stderr, "prezero %s: %s\n", c.name, hint)
+			}
+		}
 		return 2
 	}
 
@@ -92,6 +111,32 @@ func run(args []string) int {
 	defer stop()
 	err := c.run(ctx, fs.Args())
 	return exitCode(c.name, err, ctx)
+}
+
+// newFlagSet returns c's flags. Help is printed by run, not by pflag.
+func newFlagSet(c *command) *pflag.FlagSet {
+	fs := pflag.NewFlagSet("prezero "+c.name, pflag.ContinueOnError)
+	fs.SortFlags = false
+	fs.Usage = func() {}
+	if c.flags != nil {
+		c.flags(fs)
+	}
+	// Boolean flags read "--json", not "--json[=true|false]".
+	fs.VisitAll(func(f *pflag.Flag) {
+		if f.Value.Type() == "bool" {
+			f.Value = plainBool{f.Value}
+		}
+	})
+	return fs
+}
+
+// plainBool hides a bool flag's IsBoolFlag method, which makes pflag's
+// help print "[=true|false]"; NoOptDefVal still lets "--json" stand alone.
+type plainBool struct{ pflag.Value }
+
+// printHelp prints c's help: usage line, description and options.
+func printHelp(w io.Writer, c *command, fs *pflag.FlagSet) {
+	fmt.Fprintf(w, "Usage: prezero %s %s\n\n%s\n\nOptions:\n%s", c.name, c.usage, c.long, fs.FlagUsages())
 }
 
 // exitCode reports err and maps it to the process exit code.
@@ -130,7 +175,7 @@ func advice(err error) string {
 	return ""
 }
 
-func printUsage(w *os.File) {
+func printUsage(w io.Writer) {
 	fmt.Fprintln(w, "prezero serves disk images with unallocated blocks as zeros, for small backups.")
 	fmt.Fprintln(w, "\nUsage: prezero COMMAND [OPTIONS] ARGS\n\nCommands:")
 	var names []string
@@ -141,7 +186,7 @@ func printUsage(w *os.File) {
 	for _, n := range names {
 		fmt.Fprintf(w, "  %-8s %s\n", n, commands[n].short)
 	}
-	fmt.Fprintln(w, "\nRun 'prezero COMMAND --help' for a command's options.")
+	fmt.Fprintln(w, "\nRun 'prezero help COMMAND' (or 'prezero COMMAND --help') for a command's options.")
 	fmt.Fprintln(w, "Exit codes: 0 success, 1 warning (from borg), 2 error, 130 interrupted.")
 }
 

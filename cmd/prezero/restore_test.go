@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/prezero/prezero/internal/imgtest"
+	"github.com/prezero/prezero/internal/restore"
 )
 
 // The restore fixture: a GPT disk, zero-filled before sfdisk so that the
@@ -307,7 +308,7 @@ func TestRestoreOntoExistingFile(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, e)
 	}
-	var sum restoreSummary
+	var sum restore.Summary
 	if err := json.Unmarshal([]byte(o), &sum); err != nil {
 		t.Fatalf("--json printed %q: %v", o, err)
 	}

@@ -3,8 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
@@ -13,6 +11,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/prezero/prezero/fusefs"
+	"github.com/prezero/prezero/internal/bytesize"
+	"github.com/prezero/prezero/internal/imgname"
 	"github.com/prezero/prezero/internal/source"
 	"github.com/prezero/prezero/internal/srcwatch"
 )
@@ -22,7 +22,7 @@ type serveOptions struct {
 	forceDirty bool
 	force      bool
 	forceShare bool
-	holeAlign  byteSize
+	holeAlign  bytesize.Value
 	allowOther bool
 	debug      bool
 }
@@ -47,6 +47,12 @@ type served struct {
 // serve checks, opens and maps path and mounts its streams on dir: disk.img,
 // header.img and partN.img, numbered as 'prezero map' shows.
 func serve(path, dir string, o serveOptions, logf func(string, ...any)) (*served, error) {
+	if o.holeAlign <= 0 {
+		return nil, fmt.Errorf("--hole-align must be a positive multiple of 512 bytes, such as 4MiB")
+	}
+	if err := checkSource(path); err != nil {
+		return nil, err
+	}
 	if err := checkShare(o.forceShare, o.force); err != nil {
 		return nil, err
 	}
@@ -88,9 +94,9 @@ func serve(path, dir string, o serveOptions, logf func(string, ...any)) (*served
 			logf("part%d: %s", p.Number, n)
 		}
 	}
-	s.files = []fusefs.File{{Name: "disk.img", Stream: src.Disk()}, {Name: "header.img", Stream: src.Header()}}
+	s.files = []fusefs.File{{Name: imgname.Disk, Stream: src.Disk()}, {Name: imgname.Header, Stream: src.Header()}}
 	for _, p := range src.Files() {
-		s.files = append(s.files, fusefs.File{Name: "part" + strconv.Itoa(p.Number) + ".img", Stream: p.Stream})
+		s.files = append(s.files, fusefs.File{Name: imgname.Part(p.Number), Stream: p.Stream})
 	}
 	abs := absPath(path)
 	var check func() error
@@ -177,37 +183,3 @@ func unmountDir(dir string, lazy bool) error {
 }
 
 func isRoot() bool { return syscall.Geteuid() == 0 }
-
-// byteSize is a flag holding a byte count written as 4194304, 4M, 4MiB...
-type byteSize int64
-
-func (b *byteSize) String() string {
-	n := int64(*b)
-	for _, u := range []struct {
-		s string
-		n int64
-	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
-		if n >= u.n && n%u.n == 0 {
-			return strconv.FormatInt(n/u.n, 10) + u.s
-		}
-	}
-	return strconv.FormatInt(n, 10)
-}
-
-func (b *byteSize) Set(s string) error {
-	num := strings.TrimRight(s, "KMGTBkmgtib")
-	unit := strings.ToUpper(strings.TrimSuffix(strings.TrimSuffix(s[len(num):], "B"), "i"))
-	n, err := strconv.ParseInt(num, 10, 64)
-	if err != nil || n <= 0 {
-		return fmt.Errorf("%q is not a size (write 4194304, 4M or 4MiB)", s)
-	}
-	shift := map[string]uint{"": 0, "K": 10, "M": 20, "G": 30, "T": 40}
-	sh, ok := shift[unit]
-	if !ok || n > (1<<62)>>sh {
-		return fmt.Errorf("%q is not a size (write 4194304, 4M or 4MiB)", s)
-	}
-	*b = byteSize(n << sh)
-	return nil
-}
-
-func (b *byteSize) Type() string { return "SIZE" }

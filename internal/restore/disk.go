@@ -5,10 +5,10 @@ import (
 	"fmt"
 	"io"
 	"path"
-	"regexp"
 	"sort"
-	"strconv"
 	"strings"
+
+	"github.com/prezero/prezero/internal/imgname"
 )
 
 // Item is one file of a backup archive.
@@ -25,11 +25,9 @@ type Archive interface {
 
 // Names of the items of a --partitions archive.
 const (
-	HeaderItem = "header.img"
-	DiskItem   = "disk.img"
+	HeaderItem = imgname.Header
+	DiskItem   = imgname.Disk
 )
-
-var partItemRE = regexp.MustCompile(`^part([1-9][0-9]{0,3})\.img$`)
 
 // maxPrefix caps how much of header.img is held in memory to read its
 // table; prefixStep is how much is read at first (a typical header is 1 MiB).
@@ -77,9 +75,8 @@ func PlanDisk(ctx context.Context, items []Item, a Archive) (*DiskPlan, error) {
 		base := path.Base(it.Path)
 		if base == HeaderItem {
 			p.Header, found = it, true
-		} else if m := partItemRE.FindStringSubmatch(base); m != nil {
-			n, _ := strconv.Atoi(m[1])
-			byNum[n] = it
+		} else if n := imgname.Parse(base); n.Kind == imgname.PartKind {
+			byNum[n.Part] = it
 		}
 	}
 	if !found {

@@ -100,7 +100,22 @@ func Open(path string, opt OpenOptions) (*Target, error) {
 	case fi.IsDir():
 		return nil, fmt.Errorf("%s is a directory; give a file or block device to restore to", path)
 	}
-	return nil, fmt.Errorf("%s is a %s, not a regular file or block device", path, fi.Mode().Type())
+	return nil, fmt.Errorf("%s is %s, not a disk or image file; give a regular file or block device to restore to", path, modeName(fi.Mode()))
+}
+
+// modeName says what kind of file a mode is, in words.
+func modeName(m os.FileMode) string {
+	switch {
+	case m&os.ModeCharDevice != 0:
+		return "a character device"
+	case m&os.ModeNamedPipe != 0:
+		return "a named pipe"
+	case m&os.ModeSocket != 0:
+		return "a socket"
+	case m&os.ModeSymlink != 0:
+		return "a symbolic link"
+	}
+	return "a " + m.Type().String() + " file"
 }
 
 func create(path string) (*Target, error) {

@@ -170,6 +170,9 @@ func New(f *os.File, path string, opt Options) (*Source, error) {
 	if fi.IsDir() {
 		return nil, fmt.Errorf("%s is a directory; give an image file or a block device", path)
 	}
+	if fi.Mode()&os.ModeCharDevice != 0 {
+		return nil, fmt.Errorf("%s is a character device, not a disk or image", path)
+	}
 	size, err := f.Seek(0, io.SeekEnd) // works for block devices too
 	if err != nil {
 		return nil, fmt.Errorf("%s: finding its size: %w", path, err)
