@@ -86,8 +86,10 @@ func (w *Watch) init() error {
 	if w.counters, err = w.readCounters(); err != nil {
 		return err
 	}
-	if b, err := os.ReadFile(sys + "/loop/backing_file"); err == nil {
-		name := strings.TrimSpace(string(b))
+	if b, err := os.ReadFile(sys + "/loop/backing_file"); err == nil && len(b) > 0 {
+		// One newline ends the name; nothing is escaped, and a name may
+		// end in a space or a tab.
+		name := strings.TrimSuffix(string(b), "\n")
 		if w.backing, err = Open(name); err != nil {
 			return fmt.Errorf("%s: cannot watch its backing file: %w", w.path, err)
 		}
