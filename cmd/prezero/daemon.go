@@ -33,6 +33,10 @@ func readyPipe() (*os.File, bool) {
 	if err != nil || fd < 3 {
 		return nil, false
 	}
+	// An inherited descriptor is not close-on-exec: without this, a child
+	// (the mount's watchdog) would hold the pipe open and the starting
+	// command would never see its end.
+	syscall.CloseOnExec(fd)
 	return os.NewFile(uintptr(fd), "ready"), true
 }
 
@@ -143,7 +147,7 @@ func daemonize(ctx context.Context, o mountOptions, src, dir string) error {
 	// The server died before reporting.
 	err = <-exited
 	waitRelay()
-	return fmt.Errorf("the mount server exited before the mount was ready: %v", err)
+	return fmt.Errorf("the mount server exited before the mount was ready: %w", err)
 }
 
 // childArgs is the background server's command line: the parsed options
@@ -154,7 +158,7 @@ func childArgs(o mountOptions, src, dir string) []string {
 	for _, f := range []struct {
 		on   bool
 		name string
-	}{{o.allowOther, "--allow-other"}, {o.force, "--force"}, {o.forceDirty, "--force-dirty"}} {
+	}{{o.allowOther, "--allow-other"}, {o.force, "--force"}, {o.forceDirty, "--force-dirty"}, {o.nonempty, "--nonempty"}} {
 		if f.on {
 			args = append(args, f.name)
 		}
