@@ -109,30 +109,36 @@ func Mount(dir string, files []File, opts Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mount point: %w", err)
 	}
-	guard, err := startWatchdog(dir, opts.RemoveDir)
+	fsName := cmp.Or(opts.FsName, subtype) // the kernel wants a source
+	guard, err := startWatchdog(dir, fsName, opts.RemoveDir)
 	if err != nil {
 		return nil, err
 	}
 	fo := root.fsOptions()
-	fd, err := kernelMount(dir, mountParams{
-		fsName: cmp.Or(opts.FsName, subtype), // the kernel wants a source
-
-		subtype:    subtype,
-		maxRead:    fo.MaxWrite,
-		allowOther: opts.AllowOther,
-	})
+	err = guard.mounting()
+	fd := -1
+	if err == nil {
+		fd, err = kernelMount(dir, mountParams{
+			fsName:     fsName,
+			subtype:    subtype,
+			maxRead:    fo.MaxWrite,
+			allowOther: opts.AllowOther,
+		})
+	}
 	if err != nil {
 		guard.disarm()
 		return nil, fmt.Errorf("mounting on %s: %w", dir, err)
 	}
+	// Arm the watchdog at once: from now on a mount may be left behind.
+	err = armWith(guard, dir)
 	// go-fuse serves a descriptor it is handed as the mount point
 	// /dev/fd/N; it then never unmounts by itself (Unmount does).
-	srv, err := fs.Mount("/dev/fd/"+strconv.Itoa(fd), root, fo)
+	var srv *fuse.Server
 	if err == nil {
-		err = pollHack(dir)
+		srv, err = fs.Mount("/dev/fd/"+strconv.Itoa(fd), root, fo)
 	}
 	if err == nil {
-		err = armWith(guard, dir)
+		err = pollHack(dir)
 	}
 	if err != nil {
 		Unmount(dir, true)

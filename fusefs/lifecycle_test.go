@@ -298,3 +298,41 @@ func TestMountFsNameVerbatim(t *testing.T) {
 		}
 	}
 }
+
+// A server killed between mount(2) and telling the watchdog the mount's
+// device number: the watchdog knows the mount by its type and source, and
+// leaves any other mount alone.
+func TestWatchdogBeforeArmed(t *testing.T) {
+	needFUSE(t)
+	s := newSynthetic(t, 4*align, 12)
+	dir := t.TempDir()
+	srv, err := Mount(dir, []File{{Name: "disk.img", Stream: s.stream()}}, Options{HoleAlign: align, FsName: "/src/a b.img"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Unmount() })
+	gone := func(g *watchdog) bool {
+		g.mounting()
+		g.w.Close() // the server dies: no "dev=", no "done"
+		time.Sleep(time.Second)
+		_, mounted := topMount(t, srv.Dir())
+		return !mounted
+	}
+	other, err := startWatchdog(srv.Dir(), "/src/other.img", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gone(other) {
+		t.Fatal("a watchdog unmounted a mount with another source")
+	}
+	same, err := startWatchdog(srv.Dir(), "/src/a b.img", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !gone(same) {
+		t.Fatal("the watchdog left the mount of a server killed before arming it")
+	}
+	if !within(5*time.Second, srv.Wait) {
+		t.Error("serving did not end")
+	}
+}

@@ -28,27 +28,45 @@ type watchdog struct {
 }
 
 // watchdogScript is the watchdog. $DIR is the mount point, $ESCAPED the
-// same as /proc/self/mountinfo writes it, $FUSERMOUNT the helper to
-// unmount with (empty as root: umount), $RMDIR 1 to remove $DIR.
+// same as /proc/self/mountinfo writes it, $SOURCE the mount's source as
+// mountinfo writes it, $FUSERMOUNT the helper to unmount with (empty as
+// root: umount), $RMDIR 1 to remove $DIR.
+//
+// The server writes "mounting" just before mount(2), "dev=MAJ:MIN" just
+// after, and "done" once the mount is gone. A server killed between
+// mount(2) and "dev=" leaves a mount known by its type and source only.
 const watchdogScript = `trap '' HUP INT TERM PIPE
-dev=
+mounting= dev=
 while IFS= read -r line; do
 	case $line in
 	done) exit 0 ;;
+	mounting) mounting=1 ;;
 	dev=*) dev=${line#dev=} ;;
 	esac
 done
-if [ -n "$dev" ] && DEV=$dev awk '$5 == ENVIRON["ESCAPED"] { top = $3 } END { exit !(top == ENVIRON["DEV"]) }' /proc/self/mountinfo; then
-	abort=/sys/fs/fuse/connections/${dev#*:}/abort
-	if [ -w "$abort" ]; then echo 1 >"$abort"; fi
-	if [ -n "$FUSERMOUNT" ]; then "$FUSERMOUNT" -u -z -- "$DIR"; else umount -l -- "$DIR"; fi
+if [ -n "$mounting" ]; then
+	dev=$(DEV=$dev awk '$5 == ENVIRON["ESCAPED"] {
+		top = $3
+		for (i = 7; i < NF && $i != "-"; i++) ;
+		fstype = $(i + 1); source = $(i + 2)
+	}
+	END {
+		if (ENVIRON["DEV"] != "") ours = top == ENVIRON["DEV"]
+		else ours = fstype == "fuse.prezero" && source == ENVIRON["SOURCE"]
+		if (ours) print top
+	}' /proc/self/mountinfo)
+	if [ -n "$dev" ]; then
+		abort=/sys/fs/fuse/connections/${dev#*:}/abort
+		if [ -w "$abort" ]; then echo 1 >"$abort"; fi
+		if [ -n "$FUSERMOUNT" ]; then "$FUSERMOUNT" -u -z -- "$DIR"; else umount -l -- "$DIR"; fi
+	fi
 fi
 if [ "$RMDIR" = 1 ]; then rmdir -- "$DIR"; fi
 `
 
 // startWatchdog starts the watchdog of a mount on dir, which must be
 // absolute, clean and free of symlinks, as mountinfo shows it.
-func startWatchdog(dir string, rmdir bool) (*watchdog, error) {
+func startWatchdog(dir, source string, rmdir bool) (*watchdog, error) {
 	helper := ""
 	if os.Geteuid() != 0 {
 		var err error
@@ -72,6 +90,7 @@ func startWatchdog(dir string, rmdir bool) (*watchdog, error) {
 		"PATH=/usr/sbin:/usr/bin:/sbin:/bin",
 		"DIR=" + dir,
 		"ESCAPED=" + mounttab.Escape(dir),
+		"SOURCE=" + mounttab.Escape(source),
 		"FUSERMOUNT=" + helper,
 		"RMDIR=" + rm,
 	}
@@ -84,6 +103,12 @@ func startWatchdog(dir string, rmdir bool) (*watchdog, error) {
 	}
 	go cmd.Wait()
 	return &watchdog{w: w}, nil
+}
+
+// mounting tells the watchdog that a mount is about to be made.
+func (g *watchdog) mounting() error {
+	_, err := g.w.WriteString("mounting\n")
+	return err
 }
 
 // arm tells the watchdog the mount's device number (MAJ:MIN).
