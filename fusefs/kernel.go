@@ -220,15 +220,33 @@ func Unmount(dir string, lazy bool) error {
 }
 
 // pollHack makes the kernel learn at once that the server does not
-// implement poll, as go-fuse's mount does (which a descriptor handed to it
-// skips): otherwise the Go runtime's epoll registration of a file opened
-// on the mount by this very process sends a POLL request that can
-// deadlock.
+// implement poll, as go-fuse's own mount does (which a descriptor handed
+// to it skips): otherwise the Go runtime's epoll registration of a file
+// that this very process opens on the mount sends a POLL request while
+// holding the runtime's last processor, and with GOMAXPROCS=1 nothing is
+// left to answer it.
+//
+// go-fuse opens a file on the mount from the serving process itself; a
+// SIGKILL that lands while that request is in flight leaves the process
+// unable to exit (the requesting thread waits uninterruptibly for an answer
+// its own dead threads will never send, and keeps the /dev/fuse descriptor
+// open). So the request is made by a child: bash's "read -t 0" polls its
+// input with select(2). The kernel then remembers for the connection that
+// poll is not implemented. Without bash, nothing is done.
 func pollHack(dir string) error {
-	fd, err := unix.Open(dir+"/.go-fuse-epoll-hack", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	bash, err := exec.LookPath("bash")
 	if err != nil {
-		return err
+		return nil
 	}
-	unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN | unix.POLLPRI | unix.POLLOUT}}, 0)
-	return unix.Close(fd)
+	cmd := exec.Command(bash, "-c", `read -t 0 <"$1"`, "prezero-poll-hack", dir+"/.go-fuse-epoll-hack")
+	cmd.Dir = "/"
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) && len(out) == 0 {
+		return nil // "no input available": the poll was made
+	}
+	if err != nil {
+		return fmt.Errorf("poll hack: %w: %s", err, oneLine(string(out)))
+	}
+	return nil
 }

@@ -317,7 +317,12 @@ func TestMountServerKilled(t *testing.T) {
 			}
 			t.Cleanup(func() { user.Process.Kill(); user.Wait() })
 			syscall.Kill(server, syscall.SIGKILL)
-			eventually(t, "the mount gone", func() bool { return mountedAt(t, dir) == "" })
+			for deadline := time.Now().Add(10 * time.Second); mountedAt(t, dir) != ""; time.Sleep(20 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					wd, _ := exec.Command("sh", "-c", "ps -ef | grep [p]rezero-watchdog | cut -c1-60; for p in $(pgrep -f prezero-watchdog); do ls -l /proc/$p/fd; cat /proc/$p/stack; done; grep prezero /proc/self/mountinfo; ps -ef --forest | grep -B3 -A3 [u]mount").CombinedOutput()
+					t.Fatalf("the mount is still there: %s", wd)
+				}
+			}
 			var err error
 			done := make(chan struct{})
 			go func() {
