@@ -137,9 +137,6 @@ func Mount(dir string, files []File, opts Options) (*Server, error) {
 	if err == nil {
 		srv, err = fs.Mount("/dev/fd/"+strconv.Itoa(fd), root, fo)
 	}
-	if err == nil {
-		err = pollHack(dir)
-	}
 	if err != nil {
 		Unmount(dir, true)
 		if srv == nil {
@@ -148,6 +145,7 @@ func Mount(dir string, files []File, opts Options) (*Server, error) {
 		guard.disarm()
 		return nil, fmt.Errorf("serving the mount on %s: %w", dir, err)
 	}
+	pollHack(dir)
 	s := &Server{dir: dir, srv: srv, guard: guard, done: make(chan struct{})}
 	go func() {
 		srv.Wait()

@@ -67,7 +67,7 @@ func runCat(ctx context.Context, opts catOptions, args []string) error {
 		return err
 	}
 	defer w.Close()
-	src, err := source.Open(args[0], source.Options{ForceDirty: opts.forceDirty})
+	src, err := source.Open(args[0], source.Options{ForceDirty: opts.forceDirty, CrossCheck: crossCheckOption()})
 	if err != nil {
 		return err
 	}

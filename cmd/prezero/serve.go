@@ -58,7 +58,7 @@ func serve(path, dir string, o serveOptions, logf func(string, ...any)) (*served
 	if err != nil {
 		return nil, err
 	}
-	src, err := source.Open(path, source.Options{ForceDirty: o.forceDirty})
+	src, err := source.Open(path, source.Options{ForceDirty: o.forceDirty, CrossCheck: crossCheckOption()})
 	if err != nil {
 		w.Close()
 		return nil, err
@@ -152,7 +152,7 @@ func (b *byteSize) String() string {
 }
 
 func (b *byteSize) Set(s string) error {
-	num := strings.TrimRight(s, "KMGTiBkmgtib")
+	num := strings.TrimRight(s, "KMGTBkmgtib")
 	unit := strings.ToUpper(strings.TrimSuffix(strings.TrimSuffix(s[len(num):], "B"), "i"))
 	n, err := strconv.ParseInt(num, 10, 64)
 	if err != nil || n <= 0 {
