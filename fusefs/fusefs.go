@@ -11,17 +11,22 @@
 package fusefs
 
 import (
+	"cmp"
+	"errors"
 	"fmt"
 	"os"
-	"strings"
+	"path/filepath"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
 
 	"github.com/prezero/prezero/borg"
+	"github.com/prezero/prezero/internal/mounttab"
 	"github.com/prezero/prezero/stream"
 )
 
@@ -57,8 +62,14 @@ type Options struct {
 	Check func() error
 	// Logf receives errors that cannot be returned, if set.
 	Logf func(format string, args ...any)
-	// FsName is shown as the mount's source in /proc/self/mountinfo.
+	// FsName is shown as the mount's source in /proc/self/mountinfo,
+	// byte for byte: the path of the source file, so that checks for a
+	// file in use find the mount.
 	FsName string
+	// RemoveDir says the mount point is a temporary directory: if this
+	// process dies while the mount is up, the watchdog removes it (rmdir)
+	// after the unmount.
+	RemoveDir bool
 	// AllowOther lets other users than the one mounting read the files.
 	AllowOther bool
 	// Debug logs every FUSE request.
@@ -66,29 +77,148 @@ type Options struct {
 }
 
 // FSType is the filesystem type shown in /proc/self/mountinfo.
-const FSType = "fuse.prezero"
+const FSType = "fuse." + subtype
+
+const subtype = "prezero"
+
+// Server is a mount being served.
+type Server struct {
+	dir   string
+	srv   *fuse.Server
+	guard *watchdog
+	done  chan struct{} // closed once the mount is gone and serving has ended
+}
 
 // Mount mounts files read-only on dir and starts serving them. As root it
-// mounts directly; otherwise it goes through fusermount3. The caller ends
-// the mount with Unmount (or waits for an outside umount with Wait).
-func Mount(dir string, files []File, opts Options) (*fuse.Server, error) {
+// mounts with mount(2); otherwise it goes through fusermount3. The
+// caller ends the mount with Unmount (or waits for an outside umount with
+// Wait).
+//
+// The mount cannot outlive its server: no child process inherits the
+// /dev/fuse descriptor (it is close-on-exec from the start), and a
+// watchdog process unmounts it if this process dies without unmounting
+// (and, with Options.RemoveDir, removes dir).
+func Mount(dir string, files []File, opts Options) (*Server, error) {
 	root, err := NewRoot(files, opts)
 	if err != nil {
 		return nil, err
 	}
-	server, err := fs.Mount(dir, root, root.fsOptions())
+	// The watchdog compares the mount point with mountinfo's, which has
+	// no symlinks.
+	if dir, err = filepath.Abs(dir); err == nil {
+		dir, err = filepath.EvalSymlinks(dir)
+	}
 	if err != nil {
+		return nil, fmt.Errorf("mount point: %w", err)
+	}
+	fsName := cmp.Or(opts.FsName, subtype) // the kernel wants a source
+	guard, err := startWatchdog(dir, fsName, opts.RemoveDir)
+	if err != nil {
+		return nil, err
+	}
+	fo := root.fsOptions()
+	err = guard.mounting()
+	fd := -1
+	if err == nil {
+		fd, err = kernelMount(dir, mountParams{
+			fsName:     fsName,
+			subtype:    subtype,
+			maxRead:    fo.MaxWrite,
+			allowOther: opts.AllowOther,
+		})
+	}
+	if err != nil {
+		guard.disarm()
 		return nil, fmt.Errorf("mounting on %s: %w", dir, err)
 	}
-	return server, nil
+	// Arm the watchdog at once: from now on a mount may be left behind.
+	err = armWith(guard, dir)
+	// go-fuse serves a descriptor it is handed as the mount point
+	// /dev/fd/N; it then never unmounts by itself (Unmount does).
+	var srv *fuse.Server
+	if err == nil {
+		srv, err = fs.Mount("/dev/fd/"+strconv.Itoa(fd), root, fo)
+	}
+	if err != nil {
+		Unmount(dir, true)
+		if srv == nil {
+			unix.Close(fd)
+		}
+		guard.disarm()
+		return nil, fmt.Errorf("serving the mount on %s: %w", dir, err)
+	}
+	pollHack(dir)
+	s := &Server{dir: dir, srv: srv, guard: guard, done: make(chan struct{})}
+	go func() {
+		srv.Wait()
+		guard.disarm()
+		close(s.done)
+	}()
+	return s, nil
+}
+
+// armWith tells the watchdog the device number of the mount on dir.
+func armWith(g *watchdog, dir string) error {
+	ms, err := mounttab.Read(mounttab.Path)
+	if err != nil {
+		return err
+	}
+	m, ok := mounttab.Top(ms, dir)
+	if !ok || m.FSType != FSType {
+		return fmt.Errorf("%s: the new mount is not in the mount table", dir)
+	}
+	return g.arm(m.Dev)
+}
+
+// Dir returns the mount point: absolute, without symlinks.
+func (s *Server) Dir() string { return s.dir }
+
+// Wait returns when the mount is gone, whoever unmounted it, and serving
+// has ended.
+func (s *Server) Wait() { <-s.done }
+
+// Unmount unmounts; if files are still open on the mount it detaches it
+// lazily, so that the mount disappears now and serving ends when the last
+// file is closed (Wait tells when). Unmounting a mount already gone is
+// not an error.
+func (s *Server) Unmount() error {
+	var err error
+	delay := 5 * time.Millisecond
+	for try := 0; try < 5; try++ {
+		if s.gone() {
+			return nil
+		}
+		// Files just closed may still count for a moment.
+		if err = Unmount(s.dir, false); err == nil || !errors.Is(err, syscall.EBUSY) {
+			break
+		}
+		time.Sleep(delay)
+		delay *= 2
+	}
+	if err == nil {
+		return nil
+	}
+	if lerr := Unmount(s.dir, true); lerr != nil && !s.gone() {
+		return fmt.Errorf("unmounting %s: %w; lazy unmount: %w", s.dir, err, lerr)
+	}
+	return nil
+}
+
+func (s *Server) gone() bool {
+	select {
+	case <-s.done:
+		return true
+	default:
+		return false
+	}
 }
 
 // fsOptions returns go-fuse's options for the mount.
 func (r *Root) fsOptions() *fs.Options {
 	t := cacheTimeout
 	mo := fuse.MountOptions{
-		FsName:       strings.NewReplacer(",", "_", " ", "_").Replace(r.opts.FsName),
-		Name:         "prezero",
+		FsName:       r.opts.FsName,
+		Name:         subtype,
 		AllowOther:   r.opts.AllowOther,
 		MaxWrite:     maxRequest,
 		MaxReadAhead: maxRequest,
@@ -98,14 +228,9 @@ func (r *Root) fsOptions() *fs.Options {
 		DisableSplice: true,
 		// Let programs mmap the files despite FOPEN_DIRECT_IO (Linux 6.6+).
 		ExtraCapabilities: fuse.CAP_DIRECT_IO_ALLOW_MMAP,
-		Options:           []string{"default_permissions"},
-	}
-	if os.Geteuid() == 0 {
-		// mount(2) wants read-only as a flag, fusermount3 as "-o ro".
-		mo.DirectMount = true
-		mo.DirectMountFlags = syscall.MS_NOSUID | syscall.MS_NODEV | syscall.MS_RDONLY
-	} else {
-		mo.Options = append(mo.Options, "ro")
+		// For the record: Mount makes the read-only mount itself (see
+		// kernelMount) and hands go-fuse its descriptor.
+		Options: []string{"default_permissions", "ro"},
 	}
 	return &fs.Options{
 		MountOptions:    mo,

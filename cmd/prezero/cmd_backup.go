@@ -99,6 +99,7 @@ func runBackup(ctx context.Context, opts backupOptions, args []string) (err erro
 		}
 	}()
 	logf := func(format string, a ...any) { fmt.Fprintf(os.Stderr, "prezero backup: "+format+"\n", a...) }
+	opts.tempDir = true // if prezero is killed, its mount's watchdog removes dir
 	s, err := serve(pos[0], dir, opts.serveOptions, logf)
 	if err != nil {
 		return err

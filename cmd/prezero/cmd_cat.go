@@ -2,13 +2,16 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 
 	"github.com/spf13/pflag"
 	"golang.org/x/term"
 
 	"github.com/prezero/prezero/internal/source"
+	"github.com/prezero/prezero/internal/srcwatch"
 	"github.com/prezero/prezero/stream"
 )
 
@@ -33,7 +36,9 @@ func init() {
 		long: `Write one stream of SOURCE to standard output:
   disk     the whole source, each recognised partition's free blocks zeroed (default)
   header   the bytes before the first partition, unchanged
-  N, partN partition N alone, numbered as 'prezero map' shows`,
+  N, partN partition N alone, numbered as 'prezero map' shows
+If SOURCE changes while it is read, cat stops with an error (exit 2) before
+writing anything read after the change: discard the partial stream.`,
 		flags: opts.AddFlags,
 		run:   func(ctx context.Context, args []string) error { return runCat(ctx, opts, args) },
 	})
@@ -62,11 +67,24 @@ func runCat(ctx context.Context, opts catOptions, args []string) error {
 			return err
 		}
 	}
+	// As the mount does: the watch is opened before the maps are read, so
+	// that a change while they are read is caught too.
+	w, err := srcwatch.Open(args[0])
+	if err != nil {
+		return err
+	}
+	defer w.Close()
 	src, err := source.Open(args[0], source.Options{ForceDirty: opts.forceDirty, CrossCheck: crossCheckOption(), ForceShare: opts.forceShare})
 	if err != nil {
 		return err
 	}
 	defer src.Close()
+	if err := w.Same(src.File()); err != nil {
+		return err
+	}
+	if err := w.Check(); err != nil {
+		return fmt.Errorf("%w while its maps were read; try again on a quiet source or a snapshot", err)
+	}
 	r, err := src.Lookup(what)
 	if err != nil {
 		return err
@@ -77,8 +95,32 @@ func runCat(ctx context.Context, opts catOptions, args []string) error {
 		}
 	}
 	stream.GrowPipe(os.Stdout)
-	if _, err := stream.Copy(ctx, os.Stdout, r); err != nil {
+	out := &watchedWriter{w: os.Stdout, watch: w}
+	if _, err := stream.Copy(ctx, out, r); err != nil {
+		if errors.Is(err, srcwatch.ErrChanged) {
+			return fmt.Errorf("%w. The first %d bytes written are consistent but the stream is incomplete: "+
+				"discard it, and cat a snapshot or a source nothing writes to", err, out.n)
+		}
 		return fmt.Errorf("writing %s of %s: %w%s", what, args[0], err, qemuSays(src))
 	}
 	return nil
+}
+
+// watchedWriter checks the source before each chunk is written: the chunk
+// was read before the check, so a chunk read after a change is never
+// written, and the stream stops short instead of mixing old maps with new
+// data.
+type watchedWriter struct {
+	w     io.Writer
+	watch *srcwatch.Watch
+	n     int64
+}
+
+func (ww *watchedWriter) Write(p []byte) (int, error) {
+	if err := ww.watch.Check(); err != nil {
+		return 0, err
+	}
+	n, err := ww.w.Write(p)
+	ww.n += int64(n)
+	return n, err
 }

@@ -3,23 +3,30 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"log"
 	"log/syslog"
 	"os"
+	"path/filepath"
 	"sync/atomic"
 
 	"github.com/spf13/pflag"
+
+	"github.com/prezero/prezero/fusefs"
+	"github.com/prezero/prezero/internal/inuse"
 )
 
 type mountOptions struct {
 	serveOptions
 	foreground bool
 	logFile    string
+	nonempty   bool
 }
 
 func (o *mountOptions) AddFlags(f *pflag.FlagSet) {
 	f.BoolVarP(&o.foreground, "foreground", "f", false, "stay attached: serve until unmounted or interrupted (SIGINT/SIGTERM unmount)")
 	f.BoolVar(&o.allowOther, "allow-other", false, "let other users read the files too (FUSE allow_other; needs user_allow_other in /etc/fuse.conf unless root)")
+	f.BoolVar(&o.nonempty, "nonempty", false, "mount on a directory that is not empty, hiding its files until unmounted")
 	o.serveOptions.AddFlags(f)
 	f.StringVar(&o.logFile, "log-file", "", "in the background, append errors to this file instead of syslog")
 	f.BoolVar(&o.debug, "debug", false, "log every FUSE request (with --foreground)")
@@ -45,7 +52,9 @@ the mount, so each mount is new to borg's files cache.
 The command returns once the mount is ready and serves in the background;
 unmount with 'prezero umount MOUNTPOINT' (or fusermount3 -u, or umount as
 root). A block device mounted read-write is refused: mount a snapshot.
-If SOURCE changes while mounted, reads fail with EIO.`,
+If SOURCE changes while mounted, reads fail with EIO. MOUNTPOINT must be an
+empty directory (see --nonempty) and not already a prezero mount. If the
+server is killed, its mount goes away with it.`,
 		flags: opts.AddFlags,
 		run:   func(ctx context.Context, args []string) error { return runMount(ctx, opts, args) },
 	})
@@ -56,10 +65,8 @@ func runMount(ctx context.Context, opts mountOptions, args []string) error {
 		return usagef("expected SOURCE MOUNTPOINT, got %d arguments", len(args))
 	}
 	src, dir := args[0], args[1]
-	if fi, err := os.Stat(dir); err != nil {
-		return fmt.Errorf("mount point: %w", err)
-	} else if !fi.IsDir() {
-		return fmt.Errorf("mount point %s is not a directory", dir)
+	if err := checkMountPoint(dir, opts.nonempty); err != nil {
+		return err
 	}
 	ready, inChild := readyPipe()
 	if !opts.foreground && !inChild {
@@ -92,6 +99,45 @@ func runMount(ctx context.Context, opts mountOptions, args []string) error {
 		os.Chdir("/")
 	}
 	return serveUntilDone(ctx, s)
+}
+
+// checkMountPoint refuses a mount point that is not a directory, one that a
+// prezero mount already covers (live or dead), and unless nonempty one that
+// is not empty: a mount hides what is below it, which would look lost.
+func checkMountPoint(dir string, nonempty bool) error {
+	// Resolve symlinks in the parent only: a dead mount cannot be stat'ed.
+	abs := absPath(dir)
+	if parent, err := filepath.EvalSymlinks(filepath.Dir(abs)); err == nil {
+		abs = filepath.Join(parent, filepath.Base(abs))
+	}
+	fstype, err := inuse.Mounted(abs)
+	if err != nil {
+		return err
+	}
+	if fstype == fusefs.FSType {
+		return fmt.Errorf("%s is already a prezero mount; unmount it first: prezero umount %s", dir, dir)
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("mount point: %w", err)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("mount point %s is not a directory", dir)
+	}
+	if nonempty {
+		return nil
+	}
+	f, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("mount point: %w", err)
+	}
+	defer f.Close()
+	if names, err := f.Readdirnames(1); len(names) > 0 {
+		return fmt.Errorf("mount point %s is not empty: the mount would hide its files; choose an empty directory, or pass --nonempty", dir)
+	} else if err != nil && err != io.EOF {
+		return fmt.Errorf("mount point: %w", err)
+	}
+	return nil
 }
 
 // serveUntilDone serves until the mount is unmounted from outside, or

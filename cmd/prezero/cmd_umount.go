@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os/exec"
 	"path/filepath"
+	"syscall"
 
 	"github.com/spf13/pflag"
 
@@ -56,23 +56,9 @@ func runUmount(ctx context.Context, opts umountOptions, args []string) error {
 	case fstype != fusefs.FSType:
 		return fmt.Errorf("%s is a %s mount, not prezero's; use umount", dir, fstype)
 	}
-	return unmountDir(dir, opts.lazy)
-}
-
-// runFusermount runs fusermount3 (or fusermount, from FUSE 2) with args.
-func runFusermount(args []string) error {
-	var errs []error
-	for _, name := range []string{"fusermount3", "fusermount"} {
-		path, err := exec.LookPath(name)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		out, err := exec.Command(path, args...).CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("%s %v: %w: %s", name, args, err, out)
-		}
-		return nil
+	err = fusefs.Unmount(dir, opts.lazy)
+	if errors.Is(err, syscall.EBUSY) && !opts.lazy {
+		return fmt.Errorf("%w; or detach it now with --lazy", err)
 	}
-	return fmt.Errorf("cannot unmount without root: %w (install fuse3)", errors.Join(errs...))
+	return err
 }

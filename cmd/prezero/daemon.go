@@ -35,9 +35,9 @@ func readyPipe() (*os.File, bool) {
 	if err != nil || fd < 3 {
 		return nil, false
 	}
-	// Inherited without close-on-exec: set it, or children such as
-	// qemu-nbd would hold the pipe open and the starting command would
-	// wait for them.
+	// An inherited descriptor is not close-on-exec: without this, a child
+	// (the mount's watchdog) would hold the pipe open and the starting
+	// command would never see its end.
 	syscall.CloseOnExec(fd)
 	return os.NewFile(uintptr(fd), "ready"), true
 }
@@ -160,7 +160,7 @@ func childArgs(o mountOptions, src, dir string) []string {
 	for _, f := range []struct {
 		on   bool
 		name string
-	}{{o.allowOther, "--allow-other"}, {o.force, "--force"}, {o.forceDirty, "--force-dirty"}, {o.forceShare, "--force-share"}} {
+	}{{o.allowOther, "--allow-other"}, {o.force, "--force"}, {o.forceDirty, "--force-dirty"}, {o.forceShare, "--force-share"}, {o.nonempty, "--nonempty"}} {
 		if f.on {
 			args = append(args, f.name)
 		}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/prezero/prezero/internal/imgtest"
+	"github.com/prezero/prezero/internal/mounttab"
 )
 
 // The GPT fixture: a random-filled disk with an ext4, an NTFS and an
@@ -106,39 +107,30 @@ func catFile(t *testing.T, img, what string) string {
 // mountedAt returns the filesystem type mounted on dir, or "".
 func mountedAt(t *testing.T, dir string) string {
 	t.Helper()
-	b, err := os.ReadFile("/proc/self/mountinfo")
+	ms, err := mounttab.Read(mounttab.Path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	fstype := ""
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		for i := 6; i < len(f)-1; i++ {
-			if f[i] == "-" && f[4] == dir {
-				fstype = f[i+1]
-			}
-		}
-	}
-	return fstype
+	m, _ := mounttab.Top(ms, dir)
+	return m.FSType
 }
 
 // mountsUnder returns the mount points under dir (or equal to it).
 func mountsUnder(t *testing.T, dir string) []string {
 	t.Helper()
-	b, err := os.ReadFile("/proc/self/mountinfo")
+	ms, err := mounttab.Read(mounttab.Path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var out []string
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) > 4 && (f[4] == dir || strings.HasPrefix(f[4], dir+"/")) {
-			out = append(out, f[4])
+	for _, m := range ms {
+		if m.Point == dir || strings.HasPrefix(m.Point, dir+"/") {
+			out = append(out, m.Point)
 		}
 	}
 	return out
 }
 
-// serverPIDs returns the processes whose command line mentions dir.
 func serverPIDs(dir string) []int {
 	var pids []int
 	ents, _ := os.ReadDir("/proc")

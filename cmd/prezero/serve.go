@@ -6,7 +6,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
 
@@ -25,6 +24,7 @@ type serveOptions struct {
 	holeAlign  bytesize.Value
 	allowOther bool
 	debug      bool
+	tempDir    bool // the mount point is a temporary directory (backup)
 }
 
 func (o *serveOptions) AddFlags(f *pflag.FlagSet) {
@@ -40,7 +40,7 @@ type served struct {
 	dir    string
 	src    *source.Source
 	watch  *srcwatch.Watch
-	server *fuse.Server
+	server *fusefs.Server
 	files  []fusefs.File
 }
 
@@ -111,19 +111,27 @@ func serve(path, dir string, o serveOptions, logf func(string, ...any)) (*served
 		FsName:     abs,
 		AllowOther: o.allowOther,
 		Debug:      o.debug,
+		RemoveDir:  o.tempDir,
 	})
 	if err != nil {
 		s.close()
-		switch {
-		case isRoot():
-		case unix.Access("/dev/fuse", unix.R_OK|unix.W_OK) != nil:
-			err = fmt.Errorf("%w (you cannot open /dev/fuse: it should be mode 0666, as udev makes it)", err)
-		case o.allowOther:
-			err = fmt.Errorf("%w (--allow-other needs user_allow_other in /etc/fuse.conf)", err)
-		}
-		return nil, err
+		return nil, mountAdvice(err, o.allowOther)
 	}
 	return s, nil
+}
+
+// mountAdvice adds to a failed mount what to do about it.
+func mountAdvice(err error, allowOther bool) error {
+	var fe *fusefs.FusermountError
+	switch {
+	case syscall.Geteuid() == 0:
+	case unix.Access("/dev/fuse", unix.R_OK|unix.W_OK) != nil:
+		return fmt.Errorf("%w: you cannot open /dev/fuse; make it usable by every user as udev does "+
+			"(chmod 0666 /dev/fuse, or a udev rule: KERNEL==\"fuse\", MODE=\"0666\"), or run prezero as root", err)
+	case allowOther && errors.As(err, &fe):
+		return fmt.Errorf("%w: --allow-other needs user_allow_other in /etc/fuse.conf", err)
+	}
+	return err
 }
 
 // partFiles returns the names borg stores with --partitions.
@@ -140,15 +148,7 @@ func (s *served) wait() { s.server.Wait() }
 
 // unmount unmounts; if files are still open it detaches lazily, so the
 // mount disappears now and the server ends when the last file is closed.
-func (s *served) unmount() error {
-	err := s.server.Unmount()
-	if err != nil {
-		if lerr := unmountDir(s.dir, true); lerr != nil {
-			return fmt.Errorf("unmounting %s: %w; lazy unmount: %w", s.dir, err, lerr)
-		}
-	}
-	return nil
-}
+func (s *served) unmount() error { return s.server.Unmount() }
 
 // close releases the source; the mount must be gone.
 func (s *served) close() {
@@ -157,29 +157,3 @@ func (s *served) close() {
 		s.watch.Close()
 	}
 }
-
-// unmountDir unmounts a FUSE mount as root with umount2(2), otherwise with
-// fusermount3 (or fusermount). lazy detaches a busy mount.
-func unmountDir(dir string, lazy bool) error {
-	if isRoot() {
-		flags := 0
-		if lazy {
-			flags = syscall.MNT_DETACH
-		}
-		err := syscall.Unmount(dir, flags)
-		if errors.Is(err, syscall.EBUSY) {
-			return fmt.Errorf("%s is busy: close the files open on it (fuser -vm %s) or use --lazy", dir, dir)
-		}
-		if err != nil {
-			return fmt.Errorf("unmounting %s: %w", dir, err)
-		}
-		return nil
-	}
-	args := []string{"-u"}
-	if lazy {
-		args = append(args, "-z")
-	}
-	return runFusermount(append(args, dir))
-}
-
-func isRoot() bool { return syscall.Geteuid() == 0 }

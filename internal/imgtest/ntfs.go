@@ -1,7 +1,6 @@
 package imgtest
 
 import (
-	"bufio"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -14,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/prezero/prezero/internal/mounttab"
 )
 
 // MakeNTFS fills path with size random bytes and formats it with mkntfs
@@ -100,18 +101,12 @@ func MountNTFS(t testing.TB, img, mnt string, ro bool) (unmount func()) {
 
 // isMounted reports whether dir is a mount point in /proc/self/mountinfo.
 func isMounted(dir string) bool {
-	f, err := os.Open("/proc/self/mountinfo")
+	ms, err := mounttab.Read(mounttab.Path)
 	if err != nil {
 		return false
 	}
-	defer f.Close()
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		if fields := strings.Fields(s.Text()); len(fields) > 4 && fields[4] == dir {
-			return true
-		}
-	}
-	return false
+	_, ok := mounttab.Top(ms, dir)
+	return ok
 }
 
 // WriteRandomFiles creates each file (path relative to dir, parents made as

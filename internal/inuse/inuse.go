@@ -17,24 +17,28 @@
 //     without a mount (a restore then needs --force).
 //
 // What counts for a block device: the device itself, its partitions, the
-// whole disk when it is a partition (not the disk's other partitions), and
-// every device stacked on the device or its partitions (LVM, dm-crypt, md:
-// the sysfs holders, recursively). For a regular file: a filesystem mounted
-// straight from it (FUSE, as ntfs-3g does), swap on it, a loop device over
-// it that counts as above, and for Any also the file bind-mounted somewhere.
+// whole disk when it is a partition (not the disk's other partitions), every
+// device stacked on the device or its partitions (LVM, dm-crypt, md: the
+// sysfs holders; loop devices over the device node), and, for a loop device,
+// what lies under it: its backing device, or its backing file and every
+// other loop device over that file; all of it recursively. For a regular
+// file: a filesystem mounted straight from it (FUSE, as ntfs-3g does), swap
+// on it, a loop device over it that counts as above, and for Any also the
+// file bind-mounted somewhere.
 //
-// Only the mounts of the caller's mount namespace are visible.
+// Only the mounts of the caller's mount namespace are visible. Mount tables
+// are read with internal/mounttab, which decodes the kernel's escapes.
 package inuse
 
 import (
-	"bufio"
 	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/prezero/prezero/internal/mounttab"
 )
 
 // Mode says which mounts count.
@@ -52,19 +56,24 @@ const (
 // Use is one reason a source or target is busy.
 type Use struct {
 	Device     string // what is mounted or swapped on: /dev/NAME, or a file
+	Relation   string // how Device shares bytes with the path checked, when that is not plain
 	MountPoint string // empty for swap
 	FSType     string // "swap" for swap
 	ReadOnly   bool   // mounted read-only: only Any counts it
 }
 
 func (u Use) String() string {
+	dev := u.Device
+	if u.Relation != "" {
+		dev += " (" + u.Relation + ")"
+	}
 	switch {
 	case u.MountPoint == "":
-		return fmt.Sprintf("%s is in use as %s", u.Device, u.FSType)
+		return fmt.Sprintf("%s is in use as %s", dev, u.FSType)
 	case u.ReadOnly:
-		return fmt.Sprintf("%s is mounted read-only on %s (%s)", u.Device, u.MountPoint, u.FSType)
+		return fmt.Sprintf("%s is mounted read-only on %s (%s)", dev, u.MountPoint, u.FSType)
 	}
-	return fmt.Sprintf("%s is mounted read-write on %s (%s)", u.Device, u.MountPoint, u.FSType)
+	return fmt.Sprintf("%s is mounted read-write on %s (%s)", dev, u.MountPoint, u.FSType)
 }
 
 // Error reports a source or target that is in use.
@@ -105,8 +114,8 @@ func (e *Error) Error() string {
 func Check(path string, mode Mode) error { return host.check(path, mode) }
 
 // Stacked returns the devices stacked on the block device path or on its
-// partitions (device-mapper, md: the sysfs holders, recursively) as
-// /dev/NAME, sorted; none for anything else.
+// partitions (device-mapper, md: the sysfs holders; loop devices over the
+// device node; recursively) as /dev/NAME, sorted; none for anything else.
 func Stacked(path string) ([]string, error) { return host.stacked(path) }
 
 // Loops returns the loop devices whose backing file is the regular file
@@ -116,17 +125,12 @@ func Loops(path string) ([]string, error) { return host.loops(path) }
 // Mounted returns the filesystem type mounted at dir, or "" if dir is not
 // a mount point. dir must be absolute and clean.
 func Mounted(dir string) (string, error) {
-	mounts, err := host.readMountinfo()
+	mounts, err := mounttab.Read(host.mountinfo)
 	if err != nil {
 		return "", err
 	}
-	fstype := ""
-	for _, m := range mounts {
-		if m.point == dir {
-			fstype = m.fstype // the last one is on top
-		}
-	}
-	return fstype, nil
+	m, _ := mounttab.Top(mounts, dir)
+	return m.FSType, nil
 }
 
 // system is where the checks look; tests replace it with a fake tree.
@@ -137,7 +141,7 @@ type system struct {
 	stat      func(path string, st *syscall.Stat_t) error
 }
 
-var host = system{sys: "/sys", mountinfo: "/proc/self/mountinfo", swaps: "/proc/swaps", stat: syscall.Stat}
+var host = system{sys: "/sys", mountinfo: mounttab.Path, swaps: "/proc/swaps", stat: syscall.Stat}
 
 func (s system) check(path string, mode Mode) error {
 	st, err := s.statPath(path)
@@ -146,13 +150,19 @@ func (s system) check(path string, mode Mode) error {
 	}
 	switch st.Mode & syscall.S_IFMT {
 	case syscall.S_IFBLK:
-		uses, err := s.deviceUses(devNumOf(st.Rdev), mode)
+		w := s.newWalk()
+		w.add(devNumOf(st.Rdev), self, "")
+		uses, err := s.uses(w, mode)
 		if err != nil || len(uses) == 0 {
 			return err
 		}
 		return &Error{Source: path, Mode: mode, Uses: uses}
 	case syscall.S_IFREG:
-		uses, err := s.fileUses(&st, mode)
+		// The file's own uses first; then each loop device over it, with
+		// everything that shares its bytes, reported "through" that loop.
+		w := s.newWalk()
+		w.files[fileID(&st)] = ""
+		uses, err := s.uses(w, mode)
 		if err != nil {
 			return err
 		}
@@ -160,7 +170,10 @@ func (s system) check(path string, mode Mode) error {
 			return &Error{Source: path, Mode: mode, Uses: uses}
 		}
 		for _, loop := range s.loopsOf(&st) {
-			uses, err := s.deviceUses(loop, mode)
+			w := s.newWalk()
+			w.files[fileID(&st)] = ""
+			w.add(loop, self, "")
+			uses, err := s.uses(w, mode)
 			if err != nil {
 				return err
 			}
@@ -177,9 +190,11 @@ func (s system) stacked(path string) ([]string, error) {
 	if err != nil || st.Mode&syscall.S_IFMT != syscall.S_IFBLK {
 		return nil, err
 	}
+	w := s.newWalk()
+	w.add(devNumOf(st.Rdev), self, "")
 	var devs []devNum
-	for d, rel := range s.related(devNumOf(st.Rdev)) {
-		if rel == stacked {
+	for d, r := range w.devs {
+		if r.rel == stacked {
 			devs = append(devs, d)
 		}
 	}
@@ -221,64 +236,87 @@ func (s system) blockDev(p string) (devNum, bool) {
 	return devNumOf(st.Rdev), true
 }
 
-// sameFile reports whether p is an absolute path to the regular file st.
-func (s system) sameFile(p string, st *syscall.Stat_t) bool {
-	var o syscall.Stat_t
-	return strings.HasPrefix(p, "/") && s.stat(p, &o) == nil &&
-		o.Mode&syscall.S_IFMT == syscall.S_IFREG && o.Dev == st.Dev && o.Ino == st.Ino
+// regularFile returns the identity of p if p is an absolute path to a
+// regular file.
+func (s system) regularFile(p string) (fileKey, bool) {
+	var st syscall.Stat_t
+	if !strings.HasPrefix(p, "/") || s.stat(p, &st) != nil || st.Mode&syscall.S_IFMT != syscall.S_IFREG {
+		return fileKey{}, false
+	}
+	return fileID(&st), true
 }
 
-// deviceUses returns how dev and the devices related to it are in use.
-func (s system) deviceUses(dev devNum, mode Mode) ([]Use, error) {
-	related := s.related(dev)
+// fileKey identifies a regular file: its device and inode.
+type fileKey struct{ dev, ino uint64 }
+
+// fileDevs returns the devices that hold the walk's files.
+func (w *walk) fileDevs() map[devNum]bool {
+	out := map[devNum]bool{}
+	for f := range w.files {
+		out[devNumOf(f.dev)] = true
+	}
+	return out
+}
+
+func fileID(st *syscall.Stat_t) fileKey { return fileKey{uint64(st.Dev), st.Ino} }
+
+// uses returns how the devices and files of w are in use, as mode counts.
+func (s system) uses(w *walk, mode Mode) ([]Use, error) {
 	mounts, err := s.counted(mode)
 	if err != nil {
 		return nil, err
 	}
+	swaps := s.readSwaps()
 	var uses []Use
 	for _, m := range mounts {
-		d := m.dev
-		if _, ok := related[d]; !ok {
-			// btrfs and others show an anonymous device number: try the
-			// mount source as a device path.
-			if d, ok = s.blockDev(m.source); !ok {
-				continue
+		d := devNum(m.Dev)
+		r, ok := w.devs[d]
+		if !ok {
+			// btrfs, FUSE (ntfs-3g) and others show an anonymous device
+			// number: try the mount source as a device path.
+			if sd, isDev := s.blockDev(m.Source); isDev {
+				if r, ok = w.devs[sd]; ok {
+					d = sd
+				}
 			}
-			if _, ok := related[d]; !ok {
+		}
+		if ok {
+			uses = append(uses, Use{Device: s.devName(d), Relation: r.why, MountPoint: m.Point, FSType: m.FSType, ReadOnly: !m.RW})
+			continue
+		}
+		if len(w.files) == 0 {
+			continue
+		}
+		// A filesystem mounted straight from one of the files (FUSE), or
+		// for Any a file bind-mounted. A bind mount's rw is that of the
+		// filesystem holding the file, not of one on it: it says nothing of
+		// who writes the file, so only Any counts it.
+		if f, ok := s.regularFile(m.Source); ok {
+			if why, ok := w.files[f]; ok {
+				uses = append(uses, Use{Device: m.Source, Relation: why, MountPoint: m.Point, FSType: m.FSType, ReadOnly: !m.RW})
 				continue
 			}
 		}
-		uses = append(uses, Use{Device: s.devName(d), MountPoint: m.point, FSType: m.fstype, ReadOnly: !m.rw})
+		// Only a mount of a files' own filesystem can be a bind mount of
+		// it: other mount points are not stat'ed (a hung FUSE mount
+		// would hang the check).
+		if mode == Any && w.fileDevs()[d] {
+			if f, ok := s.regularFile(m.Point); ok {
+				if why, ok := w.files[f]; ok {
+					uses = append(uses, Use{Device: m.Source, Relation: why, MountPoint: m.Point, FSType: m.FSType, ReadOnly: !m.RW})
+				}
+			}
+		}
 	}
-	for _, name := range s.readSwaps() {
+	for _, name := range swaps {
 		if d, ok := s.blockDev(name); ok {
-			if _, ok := related[d]; ok {
-				uses = append(uses, Use{Device: s.devName(d), FSType: "swap"})
+			if r, ok := w.devs[d]; ok {
+				uses = append(uses, Use{Device: s.devName(d), Relation: r.why, FSType: "swap"})
 			}
-		}
-	}
-	return uses, nil
-}
-
-// fileUses returns how the regular file st is in use by itself: mounted
-// straight from (FUSE), bind-mounted (Any only), or swap.
-func (s system) fileUses(st *syscall.Stat_t, mode Mode) ([]Use, error) {
-	mounts, err := s.counted(mode)
-	if err != nil {
-		return nil, err
-	}
-	var uses []Use
-	for _, m := range mounts {
-		// A bind mount's rw is that of the filesystem holding the file, not
-		// of one on it: it says nothing of who writes the file, so only
-		// Any counts it.
-		if s.sameFile(m.source, st) || (mode == Any && s.sameFile(m.point, st)) {
-			uses = append(uses, Use{Device: m.source, MountPoint: m.point, FSType: m.fstype, ReadOnly: !m.rw})
-		}
-	}
-	for _, name := range s.readSwaps() {
-		if s.sameFile(name, st) {
-			uses = append(uses, Use{Device: name, FSType: "swap"})
+		} else if f, ok := s.regularFile(name); ok {
+			if why, ok := w.files[f]; ok {
+				uses = append(uses, Use{Device: name, Relation: why, FSType: "swap"})
+			}
 		}
 	}
 	return uses, nil
@@ -291,51 +329,152 @@ const (
 	self      relation = iota
 	partition          // a partition of it, or of a device stacked on it
 	disk               // the whole disk it is a partition of
-	stacked            // stacked on it or on its partitions: a sysfs holder, recursively
+	stacked            // stacked on it or on its partitions: a sysfs holder, or a loop device over the device node
+	under              // under a loop device: its backing device, or another loop device over its backing file
 )
 
 // maxRelated bounds the walk of a corrupt or looping sysfs tree.
 const maxRelated = 4096
 
-// related returns dev, its partitions, the disk it is a partition of, and
-// every device stacked on dev or its partitions, recursively: whatever is
-// mounted on one of them reads or writes dev's bytes.
-func (s system) related(dev devNum) map[devNum]relation {
-	set := map[devNum]relation{}
-	var add func(d devNum, rel relation)
-	add = func(d devNum, rel relation) {
-		if _, seen := set[d]; seen || len(set) >= maxRelated {
-			return
-		}
-		set[d] = rel
-		dir, err := filepath.EvalSymlinks(filepath.Join(s.sys, "dev/block", string(d)))
-		if err != nil {
-			return
-		}
-		if _, err := os.Stat(filepath.Join(dir, "partition")); err == nil && rel == self {
-			if p, ok := s.readDev(filepath.Dir(dir)); ok {
-				set[p] = disk // the whole disk, not its other partitions
-			}
-		}
-		ents, _ := os.ReadDir(dir)
-		for _, e := range ents {
-			sub := filepath.Join(dir, e.Name())
-			if _, err := os.Stat(filepath.Join(sub, "partition")); err != nil {
-				continue
-			}
-			if p, ok := s.readDev(sub); ok {
-				add(p, partition)
-			}
-		}
-		holders, _ := os.ReadDir(filepath.Join(dir, "holders"))
-		for _, h := range holders {
-			if p, ok := s.readDev(filepath.Join(s.sys, "class/block", h.Name())); ok {
-				add(p, stacked)
+// walk collects the devices and files that share bytes with the one asked
+// about: whatever is mounted on one of them reads or writes its bytes.
+type walk struct {
+	s     system
+	devs  map[devNum]related
+	files map[fileKey]string // backing files of loop devices met, with how they relate
+	loops []loopDev          // every loop device of the system, read once
+	read  bool               // loops has been read
+}
+
+type related struct {
+	rel relation
+	why string // for Use.Relation; empty where the relation is plain
+}
+
+// loopDev is a loop device and what backs it.
+type loopDev struct {
+	dev     devNum
+	backing string  // the backing file's path, as sysfs gives it
+	blk     devNum  // the backing device, if backing is a block device
+	file    fileKey // the backing file, if it is a regular file
+	isFile  bool
+}
+
+func (s system) newWalk() *walk {
+	return &walk{s: s, devs: map[devNum]related{}, files: map[fileKey]string{}}
+}
+
+// add adds d and, recursively, what shares its bytes: its partitions, the
+// whole disk of a partition (not its other partitions), the devices stacked
+// on it, and the devices and files under a loop device.
+func (w *walk) add(d devNum, rel relation, why string) {
+	if _, seen := w.devs[d]; seen || len(w.devs) >= maxRelated {
+		return
+	}
+	w.devs[d] = related{rel, why}
+	s := w.s
+	dir, err := filepath.EvalSymlinks(filepath.Join(s.sys, "dev/block", string(d)))
+	if err != nil {
+		return
+	}
+	if _, err := os.Stat(filepath.Join(dir, "partition")); err == nil && (rel == self || rel == under) {
+		if p, ok := s.readDev(filepath.Dir(dir)); ok {
+			if _, seen := w.devs[p]; !seen {
+				w.devs[p] = related{disk, ""} // the whole disk, not its other partitions
 			}
 		}
 	}
-	add(dev, self)
-	return set
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		sub := filepath.Join(dir, e.Name())
+		if _, err := os.Stat(filepath.Join(sub, "partition")); err != nil {
+			continue
+		}
+		if p, ok := s.readDev(sub); ok {
+			w.add(p, partition, w.why("a partition of", d, rel))
+		}
+	}
+	holders, _ := os.ReadDir(filepath.Join(dir, "holders"))
+	for _, h := range holders {
+		if p, ok := s.readDev(filepath.Join(s.sys, "class/block", h.Name())); ok {
+			w.add(p, stacked, w.why("stacked on", d, rel))
+		}
+	}
+	// Loop devices over this device's node: the kernel lists them in no
+	// holders directory.
+	for _, l := range w.allLoops() {
+		if l.blk == d {
+			w.add(l.dev, stacked, "a loop device over "+s.devName(d))
+		}
+	}
+	// What lies under a loop device.
+	for _, l := range w.allLoops() {
+		if l.dev != d {
+			continue
+		}
+		switch {
+		case l.blk != "":
+			w.add(l.blk, under, "the backing device of "+s.devName(d))
+		case l.isFile:
+			if _, seen := w.files[l.file]; seen {
+				break
+			}
+			w.files[l.file] = "the backing file of " + s.devName(d)
+			for _, o := range w.allLoops() {
+				if o.isFile && o.file == l.file {
+					w.add(o.dev, under, "over the same file "+o.backing)
+				}
+			}
+		}
+	}
+}
+
+// why says how a device found from d relates, unless d is the device
+// asked about.
+func (w *walk) why(how string, d devNum, rel relation) string {
+	if rel == self {
+		return ""
+	}
+	return how + " " + w.s.devName(d)
+}
+
+// allLoops reads every loop device's backing file once per walk.
+func (w *walk) allLoops() []loopDev {
+	if w.read {
+		return w.loops
+	}
+	w.read = true
+	s := w.s
+	dirs, _ := filepath.Glob(filepath.Join(s.sys, "block/loop*"))
+	for _, dir := range dirs {
+		name, ok := s.backingFile(dir)
+		if !ok {
+			continue
+		}
+		d, ok := s.readDev(dir)
+		if !ok {
+			continue
+		}
+		l := loopDev{dev: d, backing: name}
+		if b, ok := s.blockDev(name); ok {
+			l.blk = b
+		} else if f, ok := s.regularFile(name); ok {
+			l.file, l.isFile = f, true
+		}
+		w.loops = append(w.loops, l)
+	}
+	return w.loops
+}
+
+// backingFile reads a loop device's backing file name from sysfs. The
+// kernel ends it with one newline and escapes nothing: a name may end in
+// a space or a tab.
+func (s system) backingFile(dir string) (string, bool) {
+	b, err := os.ReadFile(filepath.Join(dir, "loop/backing_file"))
+	if err != nil || len(b) == 0 {
+		return "", false
+	}
+	return strings.TrimSuffix(string(b), "\n"), true
 }
 
 // readDev reads the "dev" file of a sysfs block directory.
@@ -372,115 +511,32 @@ func (s system) devNames(devs []devNum) []string {
 
 // loopsOf returns the loop devices whose backing file is st.
 func (s system) loopsOf(st *syscall.Stat_t) []devNum {
-	dirs, _ := filepath.Glob(filepath.Join(s.sys, "block/loop*"))
 	var out []devNum
-	for _, dir := range dirs {
-		b, err := os.ReadFile(filepath.Join(dir, "loop/backing_file"))
-		if err != nil || !s.sameFile(strings.TrimSpace(string(b)), st) {
-			continue
-		}
-		if d, ok := s.readDev(dir); ok {
-			out = append(out, d)
+	for _, l := range s.newWalk().allLoops() {
+		if l.isFile && l.file == fileID(st) {
+			out = append(out, l.dev)
 		}
 	}
 	return out
 }
 
-// mount is one line of mountinfo.
-type mount struct {
-	dev    devNum
-	point  string
-	fstype string
-	source string
-	rw     bool // the superblock is writable
-}
-
 // counted returns the mounts that mode counts.
-func (s system) counted(mode Mode) ([]mount, error) {
-	mounts, err := s.readMountinfo()
+func (s system) counted(mode Mode) ([]mounttab.Mount, error) {
+	mounts, err := mounttab.Read(s.mountinfo)
 	if err != nil || mode == Any {
 		return mounts, err
 	}
-	var rw []mount
+	var rw []mounttab.Mount
 	for _, m := range mounts {
-		if m.rw {
+		if m.RW {
 			rw = append(rw, m)
 		}
 	}
 	return rw, nil
 }
 
-func (s system) readMountinfo() ([]mount, error) {
-	b, err := os.ReadFile(s.mountinfo)
-	if err == nil {
-		var ms []mount
-		if ms, err = parseMountinfo(string(b)); err == nil {
-			return ms, nil
-		}
-	}
-	return nil, fmt.Errorf("reading the mount table: %w", err)
-}
-
-// parseMountinfo parses proc(5)'s mountinfo format:
-// ID PARENT MAJ:MIN ROOT POINT OPTS [OPTIONAL...] - FSTYPE SOURCE SUPEROPTS
-// A line it cannot read is an error: a mount left out could be the one
-// that matters.
-func parseMountinfo(text string) ([]mount, error) {
-	var out []mount
-	sc := bufio.NewScanner(strings.NewReader(text))
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		sep := -1
-		for i := 6; i < len(f); i++ {
-			if f[i] == "-" {
-				sep = i
-				break
-			}
-		}
-		if len(f) < 6 || sep < 0 || len(f) < sep+4 {
-			continue
-		}
-		out = append(out, mount{
-			dev:    devNum(f[2]),
-			point:  unescape(f[4]),
-			fstype: f[sep+1],
-			source: unescape(f[sep+2]),
-			rw:     hasOption(f[sep+3], "rw"),
-		})
-	}
-	return out, sc.Err()
-}
-
-func hasOption(opts, name string) bool {
-	for _, o := range strings.Split(opts, ",") {
-		if o == name {
-			return true
-		}
-	}
-	return false
-}
-
-// unescape undoes mountinfo's octal escapes (\040 for a space).
-func unescape(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+4 <= len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
-// readSwaps returns the active swap areas' file names.
+// readSwaps returns the active swap areas' file names, which /proc/swaps
+// escapes as mountinfo does.
 func (s system) readSwaps() []string {
 	b, err := os.ReadFile(s.swaps)
 	if err != nil {
@@ -489,7 +545,7 @@ func (s system) readSwaps() []string {
 	var out []string
 	for i, line := range strings.Split(string(b), "\n") {
 		if f := strings.Fields(line); i > 0 && len(f) > 0 {
-			out = append(out, unescape(f[0]))
+			out = append(out, mounttab.Unescape(f[0]))
 		}
 	}
 	return out

@@ -11,45 +11,11 @@ import (
 	"github.com/prezero/prezero/internal/imgtest"
 )
 
-func TestParseMountinfo(t *testing.T) {
-	text := `27 1 254:0 / / rw,relatime - ext4 /dev/vda rw,discard
-28 27 0:25 / /mnt/with\040space ro,nosuid shared:5 master:1 - tmpfs none ro,size=4k
-29 27 0:40 / /data rw,relatime - btrfs /dev/sdb1 rw,space_cache=v2
-30 27 7:0 / /ro-bind ro,relatime - ext4 /dev/loop0 rw
-garbage line
-`
-	got, err := parseMountinfo(text)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := []mount{
-		{dev: "254:0", point: "/", fstype: "ext4", source: "/dev/vda", rw: true},
-		{dev: "0:25", point: "/mnt/with space", fstype: "tmpfs", source: "none", rw: false},
-		{dev: "0:40", point: "/data", fstype: "btrfs", source: "/dev/sdb1", rw: true},
-		{dev: "7:0", point: "/ro-bind", fstype: "ext4", source: "/dev/loop0", rw: true},
-	}
-	if len(got) != len(want) {
-		t.Fatalf("parsed %d mounts, want %d: %+v", len(got), len(want), got)
-	}
-	for i := range want {
-		if got[i] != want[i] {
-			t.Errorf("line %d: %+v, want %+v", i, got[i], want[i])
-		}
-	}
-}
-
-// TestParseMountinfoTooLong: a line the parser cannot read is an error, not
-// a mount left out.
-func TestParseMountinfoTooLong(t *testing.T) {
-	text := "27 1 254:0 / / rw - ext4 /dev/vda rw\n28 27 0:25 / /" + strings.Repeat("x", 2<<20) + " rw - tmpfs none rw\n"
-	if _, err := parseMountinfo(text); err == nil {
-		t.Errorf("a 2 MiB line was read without an error")
-	}
-}
-
 // fakeSystem is a disk sda with partitions sda1 and sda2, a device-mapper
-// device dm-0 stacked on sda1, an unrelated disk sdb, and a loop device
-// loop0 over the file /img/disk.img; /img/other.img is another file.
+// device dm-0 stacked on sda1, an unrelated disk sdb, two loop devices
+// loop0 and loop1 over the file /img/disk.img, a loop device loop2 over the
+// device node /dev/sda2 and loop3 over /dev/loop2; /img/other.img is
+// another file.
 func fakeSystem(t *testing.T, mountinfo, swaps string) system {
 	t.Helper()
 	root := t.TempDir()
@@ -62,7 +28,11 @@ func fakeSystem(t *testing.T, mountinfo, swaps string) system {
 		{"dm-0", "253:0", "devices/virtual/block/dm-0", ""},
 		{"sdb", "8:16", "devices/pci/block/sdb", ""},
 		{"loop0", "7:0", "devices/virtual/block/loop0", ""},
+		{"loop1", "7:1", "devices/virtual/block/loop1", ""},
+		{"loop2", "7:2", "devices/virtual/block/loop2", ""},
+		{"loop3", "7:3", "devices/virtual/block/loop3", ""},
 	}
+	backing := map[string]string{"loop0": "/img/disk.img", "loop1": "/img/disk.img", "loop2": "/dev/sda2", "loop3": "/dev/loop2"}
 	files := map[string]string{}
 	for _, d := range devs {
 		files[filepath.Join(d.dir, "dev")] = d.num + "\n"
@@ -74,8 +44,10 @@ func fakeSystem(t *testing.T, mountinfo, swaps string) system {
 			t.Fatal(err)
 		}
 	}
-	files["devices/virtual/block/loop0/loop/backing_file"] = "/img/disk.img\n"
-	os.MkdirAll(filepath.Join(sys, "devices/virtual/block/loop0/loop"), 0o755)
+	for name, file := range backing {
+		files["devices/virtual/block/"+name+"/loop/backing_file"] = file + "\n"
+		os.MkdirAll(filepath.Join(sys, "devices/virtual/block", name, "loop"), 0o755)
+	}
 	for name, content := range files {
 		if err := os.WriteFile(filepath.Join(sys, name), []byte(content), 0o644); err != nil {
 			t.Fatal(err)
@@ -83,8 +55,8 @@ func fakeSystem(t *testing.T, mountinfo, swaps string) system {
 	}
 	for _, d := range devs {
 		links := []string{"dev/block/" + d.num, "class/block/" + d.name}
-		if d.name == "loop0" {
-			links = append(links, "block/loop0")
+		if backing[d.name] != "" {
+			links = append(links, "block/"+d.name)
 		}
 		for _, link := range links {
 			p := filepath.Join(sys, link)
@@ -106,7 +78,8 @@ func fakeSystem(t *testing.T, mountinfo, swaps string) system {
 		}
 		return p
 	}
-	nums := map[string][2]uint64{"sda": {8, 0}, "sda1": {8, 1}, "sda2": {8, 2}, "dm-0": {253, 0}, "sdb": {8, 16}, "loop0": {7, 0}}
+	nums := map[string][2]uint64{"sda": {8, 0}, "sda1": {8, 1}, "sda2": {8, 2}, "dm-0": {253, 0}, "sdb": {8, 16},
+		"loop0": {7, 0}, "loop1": {7, 1}, "loop2": {7, 2}, "loop3": {7, 3}}
 	inodes := map[string]uint64{"/img/disk.img": 10, "/img/other.img": 11}
 	return system{
 		sys:       sys,
@@ -163,11 +136,32 @@ func TestFakeSystem(t *testing.T) {
 		{"swap", "", "/dev/sda2 partition 1000 0 -2\n", map[string]bool{"/dev/sda": true, "/dev/sda1": false},
 			map[string]bool{"/dev/sda": true, "/dev/sda1": false, "/dev/sda2": true}},
 		{"loop over a file, rw", "1 0 7:0 / /mnt rw - ext4 /dev/loop0 rw\n", "",
-			map[string]bool{"/dev/loop0": true, file: true, other: false},
-			map[string]bool{"/dev/loop0": true, file: true, other: false}},
+			map[string]bool{"/dev/loop0": true, "/dev/loop1": true, file: true, other: false, "/dev/loop2": false},
+			map[string]bool{"/dev/loop0": true, "/dev/loop1": true, file: true, other: false}},
 		{"loop over a file, ro", "1 0 7:0 / /mnt ro - ext4 /dev/loop0 ro\n", "",
-			map[string]bool{"/dev/loop0": false, file: false},
-			map[string]bool{"/dev/loop0": true, file: true, other: false}},
+			map[string]bool{"/dev/loop0": false, "/dev/loop1": false, file: false},
+			map[string]bool{"/dev/loop0": true, "/dev/loop1": true, file: true, other: false}},
+		// ntfs-3g mounts the first loop (an anonymous device number, the
+		// loop as its source); the second loop over the same file reads
+		// the same bytes.
+		{"second loop over a file mounted rw by FUSE through the first", "1 0 0:60 / /mnt rw - fuseblk /dev/loop0 rw\n", "",
+			map[string]bool{"/dev/loop1": true, "/dev/loop0": true, file: true, other: false, "/dev/sda": false},
+			map[string]bool{"/dev/loop1": true, file: true, "/dev/sda2": false}},
+		{"file mounted by FUSE, checked through a loop over it", "1 0 0:50 / /mnt rw - fuseblk /img/disk.img rw\n", "",
+			map[string]bool{"/dev/loop0": true, "/dev/loop1": true, "/dev/loop2": false},
+			map[string]bool{"/dev/loop0": true, "/dev/loop1": true, "/dev/loop2": false}},
+		{"loop over a partition node, mounted", "1 0 7:2 / /mnt rw - ext4 /dev/loop2 rw\n", "",
+			map[string]bool{"/dev/sda2": true, "/dev/sda": true, "/dev/loop2": true, "/dev/loop3": true, "/dev/sda1": false, "/dev/loop0": false},
+			map[string]bool{"/dev/sda2": true, "/dev/sda": true, "/dev/loop3": true, "/dev/sda1": false, file: false}},
+		{"loop over a loop over a partition, mounted", "1 0 7:3 / /mnt ro - ext4 /dev/loop3 ro\n", "",
+			map[string]bool{"/dev/sda2": false, "/dev/loop3": false},
+			map[string]bool{"/dev/sda2": true, "/dev/sda": true, "/dev/loop2": true, "/dev/loop3": true, "/dev/sda1": false}},
+		{"partition mounted, loop over its node checked", "1 0 8:2 / /home rw - ext4 /dev/sda2 rw\n", "",
+			map[string]bool{"/dev/loop2": true, "/dev/loop3": true, "/dev/loop0": false},
+			map[string]bool{"/dev/loop2": true, "/dev/loop3": true, "/dev/loop0": false}},
+		{"swap on a loop over a partition node", "", "/dev/loop2 partition 1000 0 -2\n",
+			map[string]bool{"/dev/sda2": true, "/dev/sda": true, "/dev/sda1": false},
+			map[string]bool{"/dev/sda2": true, "/dev/loop3": true}},
 		{"file mounted by FUSE, rw", "1 0 0:50 / /mnt rw - fuseblk /img/disk.img rw\n", "",
 			map[string]bool{file: true, other: false}, map[string]bool{file: true, other: false}},
 		{"file mounted by FUSE, ro", "1 0 0:50 / /mnt ro - fuseblk /img/disk.img ro\n", "",
@@ -216,12 +210,13 @@ func TestErrorNamesTheUse(t *testing.T) {
 func TestStackedAndLoops(t *testing.T) {
 	s := fakeSystem(t, "", "")
 	for path, want := range map[string]string{
-		"/dev/sda":       "/dev/dm-0", // through its partition sda1
-		"/dev/sda1":      "/dev/dm-0", // not the disk it is on
-		"/dev/sda2":      "",
+		"/dev/sda":       "/dev/dm-0,/dev/loop2,/dev/loop3", // through its partitions
+		"/dev/sda1":      "/dev/dm-0",                       // not the disk it is on
+		"/dev/sda2":      "/dev/loop2,/dev/loop3",           // loops over the node, recursively
+		"/dev/loop2":     "/dev/loop3",
 		"/dev/dm-0":      "",
 		"/img/disk.img":  "",
-		"/dev/loop0":     "",
+		"/dev/loop0":     "", // not loop1, which is beside it, not on it
 		"/img/other.img": "",
 	} {
 		got, err := s.stacked(path)
@@ -229,7 +224,7 @@ func TestStackedAndLoops(t *testing.T) {
 			t.Errorf("stacked(%s) = %q, %v; want %q", path, got, err, want)
 		}
 	}
-	for path, want := range map[string]string{"/img/disk.img": "/dev/loop0", "/img/other.img": "", "/dev/sda": ""} {
+	for path, want := range map[string]string{"/img/disk.img": "/dev/loop0,/dev/loop1", "/img/other.img": "", "/dev/sda": ""} {
 		got, err := s.loops(path)
 		if err != nil || strings.Join(got, ",") != want {
 			t.Errorf("loops(%s) = %q, %v; want %q", path, got, err, want)
@@ -272,5 +267,104 @@ func TestLoopMountedRW(t *testing.T) {
 	}
 	if fstype, err := Mounted(mnt); err != nil || fstype != "ext4" {
 		t.Errorf("Mounted(%s) = %q, %v; want ext4", mnt, fstype, err)
+	}
+}
+
+// loop attaches a loop device over path (with extra losetup arguments, such
+// as -o and --sizelimit) and detaches it at cleanup.
+func loop(t *testing.T, path string, args ...string) string {
+	t.Helper()
+	dev := strings.TrimSpace(imgtest.Run(t, "losetup", append(append([]string{"-f", "--show"}, args...), path)...))
+	t.Cleanup(func() { imgtest.Output("losetup", "-d", dev) })
+	return dev
+}
+
+// A loop device over the node of another one (losetup -o 1M --sizelimit
+// over /dev/loopN) appears in no holders directory; mounted, it makes the
+// lower device busy, for a restore (Any) and for a reader (Writable).
+func TestLoopOverDeviceNode(t *testing.T) {
+	imgtest.NeedRoot(t)
+	imgtest.Need(t, "losetup", "mkfs.ext4", "mount", "umount")
+	img := filepath.Join(t.TempDir(), "disk.img")
+	imgtest.RandomFile(t, img, 24<<20)
+	lower := loop(t, img)
+	upper := loop(t, lower, "-o", "1M", "--sizelimit", "16M")
+	imgtest.Run(t, "mkfs.ext4", "-q", "-F", "-E", "nodiscard", upper)
+	if err := Check(lower, Any); err != nil {
+		t.Fatalf("nothing mounted: %v", err)
+	}
+	if got, err := Stacked(lower); err != nil || strings.Join(got, ",") != upper {
+		t.Errorf("Stacked(%s) = %q, %v; want %s", lower, got, err, upper)
+	}
+	mnt := t.TempDir()
+	imgtest.Run(t, "mount", upper, mnt)
+	t.Cleanup(func() { imgtest.Output("umount", mnt) })
+
+	for _, mode := range []Mode{Any, Writable} {
+		var ie *Error
+		err := Check(lower, mode)
+		if !errors.As(err, &ie) || len(ie.Uses) != 1 || ie.Uses[0].Device != upper || ie.Uses[0].MountPoint != mnt ||
+			!strings.Contains(err.Error(), "a loop device over "+lower) {
+			t.Errorf("Check(%s, %d) with %s mounted: %v", lower, mode, upper, err)
+		}
+	}
+	var ie *Error
+	if err := Check(img, Any); !errors.As(err, &ie) || ie.Via != lower {
+		t.Errorf("Check of the backing file: %v", err)
+	}
+	// Seen from the upper device, the lower one is under it.
+	imgtest.Run(t, "umount", mnt)
+	imgtest.Run(t, "mkfs.ext4", "-q", "-F", "-E", "nodiscard", lower)
+	imgtest.Run(t, "mount", lower, mnt)
+	if err := Check(upper, Writable); !errors.As(err, &ie) || ie.Uses[0].Device != lower ||
+		!strings.Contains(err.Error(), "the backing device of "+upper) {
+		t.Errorf("Check(%s) with its backing device %s mounted: %v", upper, lower, err)
+	}
+	imgtest.Run(t, "mount", "-o", "remount,ro", mnt)
+	if err := Check(upper, Writable); err != nil {
+		t.Errorf("backing device mounted read-only: %v", err)
+	}
+	if err := Check(upper, Any); !errors.As(err, &ie) {
+		t.Errorf("backing device mounted read-only, Any: %v", err)
+	}
+}
+
+// A second loop device over a file that is mounted read-write through a
+// first one reads bytes that change: the kernel's ext4 and ntfs-3g (FUSE,
+// with the first loop as its source) alike.
+func TestSecondLoopOverMountedFile(t *testing.T) {
+	imgtest.NeedRoot(t)
+	imgtest.Need(t, "losetup", "mount", "umount")
+	for _, fs := range []string{"ext4", "ntfs-3g"} {
+		t.Run(fs, func(t *testing.T) {
+			img := filepath.Join(t.TempDir(), "disk.img")
+			first := ""
+			mnt := t.TempDir()
+			if fs == "ext4" {
+				imgtest.Need(t, "mkfs.ext4")
+				imgtest.RandomFile(t, img, 16<<20)
+				imgtest.Run(t, "mkfs.ext4", "-q", "-F", "-E", "nodiscard", img)
+				first = loop(t, img)
+				imgtest.Run(t, "mount", first, mnt)
+				t.Cleanup(func() { imgtest.Output("umount", mnt) })
+			} else {
+				imgtest.MakeNTFS(t, img, 16<<20, 0, 0)
+				first = loop(t, img)
+				imgtest.MountNTFS(t, first, mnt, false)
+			}
+			second := loop(t, img)
+			var ie *Error
+			err := Check(second, Writable)
+			if !errors.As(err, &ie) || ie.Uses[0].Device != first || ie.Uses[0].MountPoint != mnt ||
+				!strings.Contains(err.Error(), "over the same file "+img) {
+				t.Fatalf("Check(%s) while %s over the same file is mounted rw on %s: %v", second, first, mnt, err)
+			}
+			if err := Check(second, Any); !errors.As(err, &ie) {
+				t.Errorf("Check(%s, Any): %v", second, err)
+			}
+			if err := Check(img, Writable); !errors.As(err, &ie) {
+				t.Errorf("Check(%s): %v", img, err)
+			}
+		})
 	}
 }

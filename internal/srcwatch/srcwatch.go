@@ -2,9 +2,10 @@
 //
 // The maps are read once, when the source is opened. If the source is
 // written afterwards, old maps over new data would zero blocks that are now
-// in use, so consumers that serve for long (the FUSE mount) call Check after
-// every read and stop serving once it fails. A Watch is opened before the
-// maps are read, so that a change during mapping is caught too.
+// in use, so every consumer calls Check after each read and stops once it
+// fails: the FUSE mount answers EIO from then on, cat stops before writing
+// the chunk it has just read. A Watch is opened before the maps are read, so
+// that a change during mapping is caught too.
 //
 // What is compared, cheaply enough for every read (see BenchmarkCheck):
 //   - an image file: its size and mtime (one fstat);
@@ -86,8 +87,10 @@ func (w *Watch) init() error {
 	if w.counters, err = w.readCounters(); err != nil {
 		return err
 	}
-	if b, err := os.ReadFile(sys + "/loop/backing_file"); err == nil {
-		name := strings.TrimSpace(string(b))
+	if b, err := os.ReadFile(sys + "/loop/backing_file"); err == nil && len(b) > 0 {
+		// One newline ends the name; nothing is escaped, and a name may
+		// end in a space or a tab.
+		name := strings.TrimSuffix(string(b), "\n")
 		if w.backing, err = Open(name); err != nil {
 			return fmt.Errorf("%s: cannot watch its backing file: %w", w.path, err)
 		}
