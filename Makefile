@@ -29,6 +29,7 @@ fuzz:
 	$(FUZZ) -fuzz='^FuzzRead$$' ./internal/layout
 	$(FUZZ) -fuzz='^FuzzRead$$' ./extfsmap
 	$(FUZZ) -fuzz='^FuzzPatch$$' ./extfsmap
+	$(FUZZ) -fuzz='^FuzzRecover$$' ./extfsmap/internal/jbd2
 	for f in FuzzRead FuzzBootSector FuzzFixup FuzzRunlist FuzzRecord FuzzScanner; do \
 		$(FUZZ) -fuzz="^$$f\$$" ./ntfsmap || exit 1; done
 	$(FUZZ) -fuzz='^FuzzReadTable$$' ./internal/restore
