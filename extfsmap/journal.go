@@ -47,6 +47,7 @@ type Replay struct {
 	EndTID       uint32 `json:"end_tid"`        // first transaction not replayed
 	JournalBytes int64  `json:"journal_bytes"`  // size of the journal
 	KeptBytes    int64  `json:"kept_bytes"`     // free after replay, kept by the union rule
+	Wrapped      bool   `json:"wrapped"`        // the log wraps around the journal's end
 }
 
 // String is the form map shows: "journal replayed in memory: ...".
@@ -141,6 +142,7 @@ func readRecovering(r io.ReaderAt, size int64, b []byte, s *superblock) (*Volume
 		EndTID:       log.End,
 		JournalBytes: jsize,
 		KeptBytes:    before - v.Free.FreeBytes(),
+		Wrapped:      log.Wrapped,
 	}
 	v.Notes = append(v.Notes, fmt.Sprintf("needs_recovery: %s (transactions %d to %d); %d bytes more kept because another version of their bitmap marks them used", v.Journal, log.Sequence, log.End-1, v.Journal.KeptBytes))
 	if j.wholeGroups > 0 {

@@ -174,6 +174,8 @@ type Log struct {
 	Revokes int
 	// Walked counts the journal blocks the scan went through.
 	Walked int
+	// Wrapped is true when the walked log runs past Last back to First.
+	Wrapped bool
 
 	// FCBlocks is the size of the fast-commit area (0 without fast_commit),
 	// which is the last FCBlocks blocks of the journal.

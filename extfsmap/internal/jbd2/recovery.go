@@ -28,6 +28,7 @@ type revokeBlock struct {
 func (l *Log) wrap(pos uint32) uint32 {
 	if pos >= l.Last {
 		pos -= l.Last - l.First
+		l.Wrapped = true
 	}
 	return pos
 }
