@@ -144,7 +144,9 @@ func readRecovering(r io.ReaderAt, size int64, b []byte, s *superblock) (*Volume
 		KeptBytes:    before - v.Free.FreeBytes(),
 		Wrapped:      log.Wrapped,
 	}
-	v.Notes = append(v.Notes, fmt.Sprintf("needs_recovery: %s (transactions %d to %d); %d bytes more kept because another version of their bitmap marks them used", v.Journal, log.Sequence, log.End-1, v.Journal.KeptBytes))
+	if log.Transactions() > 0 {
+		v.Notes = append(v.Notes, fmt.Sprintf("needs_recovery: replayed transactions %d to %d of the journal in memory; %d bytes more kept because another version of their bitmap marks them used", log.Sequence, log.End-1, v.Journal.KeptBytes))
+	}
 	if j.wholeGroups > 0 {
 		v.Notes = append(v.Notes, fmt.Sprintf("needs_recovery: %d block groups kept whole (a logged descriptor or bitmap could not be used)", j.wholeGroups))
 	}

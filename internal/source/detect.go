@@ -15,6 +15,8 @@ type result struct {
 	blockSize int
 	free      *freemap.Map
 	notes     []string
+	detail    string           // shown after "zeroed", e.g. the journal replay
+	journal   *extfsmap.Replay // ext only: the in-memory journal replay
 }
 
 // filesystem is one parser prezero knows.
@@ -49,7 +51,11 @@ func readExt(r io.ReaderAt, size int64, _ Options) (*result, error) {
 	if v.Fallbacks > 0 {
 		notes = append([]string{fmt.Sprintf("%d block groups kept whole (could not be verified)", v.Fallbacks)}, notes...)
 	}
-	return &result{fs: v.Kind, blockSize: v.ClusterSize, free: v.Free, notes: notes}, nil
+	res := &result{fs: v.Kind, blockSize: v.ClusterSize, free: v.Free, notes: notes, journal: v.Journal}
+	if v.Journal != nil {
+		res.detail = v.Journal.String()
+	}
+	return res, nil
 }
 
 func readNTFS(r io.ReaderAt, size int64, opt Options) (*result, error) {

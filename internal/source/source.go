@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/prezero/prezero/extfsmap"
 	"github.com/prezero/prezero/freemap"
 	"github.com/prezero/prezero/internal/layout"
 	"github.com/prezero/prezero/stream"
@@ -47,12 +48,17 @@ type Part struct {
 	Zeroed    bool     // false: the partition passes through unchanged
 	Reason    string   // why it passes through, if it does
 	Notes     []string // fallbacks and warnings from the parser
+	Detail    string   // how it was mapped, shown after "zeroed" (a journal replay)
+	Journal   *extfsmap.Replay
 	Free      *freemap.Map
 	Stream    *stream.Reader
 }
 
-// Status is "zeroed" or "pass-through: REASON".
+// Status is "zeroed", "zeroed (DETAIL)" or "pass-through: REASON".
 func (p *Part) Status() string {
+	if p.Zeroed && p.Detail != "" {
+		return "zeroed (" + p.Detail + ")"
+	}
 	if p.Zeroed {
 		return "zeroed"
 	}
@@ -156,6 +162,7 @@ func mapPart(r io.ReaderAt, size int64, lp layout.Partition, opt Options) *Part 
 		return passThrough(fmt.Sprintf("internal error: %s map covers %d bytes, partition has %d", d.name, res.free.Size(), n))
 	}
 	p.FS, p.BlockSize, p.Notes = res.fs, res.blockSize, res.notes
+	p.Detail, p.Journal = res.detail, res.journal
 	p.Zeroed, p.Free = true, res.free
 	p.Stream = stream.New(sec, n, p.Free)
 	return p
