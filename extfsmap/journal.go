@@ -81,9 +81,13 @@ func (s *superblock) refuse(kind error, format string, args ...any) error {
 	return &refusal{kind: kind, msg: s.kind + ": needs_recovery set; " + fmt.Sprintf(format, args...) + ", so its bitmaps cannot be trusted"}
 }
 
-// maxMapCopies caps how many logged copies of metadata are read for the
-// union; beyond it the groups concerned are kept whole.
-const maxUnionReads = 1 << 20
+// maxUnionReads caps how many logged copies of bitmaps are read for the
+// union, and maxDescCopies how many logged copies of one descriptor block
+// are kept in memory; beyond them the groups concerned are kept whole.
+const (
+	maxUnionReads = 1 << 20
+	maxDescCopies = 4096
+)
 
 // readRecovering maps a filesystem with needs_recovery set: on-disk
 // superblock b, parsed as s.
@@ -287,91 +291,108 @@ func (j *journalState) unionUsed(fm *fileMap) (*freemap.Map, error) {
 	rel := func(seq uint32) uint32 { return seq - j.log.Sequence }
 
 	d := newDescReader(j.r, s) // the on-disk descriptors
-	block := make([]byte, s.blockSize)
-	bitmap := make([]byte, s.blockSize)
 	cbuf := make([]byte, s.blockSize)
+	bitmap := make([]byte, s.blockSize)
 	firstCluster := s.firstDataBlock >> s.clusterBits
 	reads := 0
+	// The logged copies of the current descriptor block, read once for
+	// all the groups it describes.
+	type descCopy struct {
+		raw []byte
+		seq uint32
+	}
+	var descs []descCopy
+	descsOf, tooMany := ^uint64(0), false
 	for g := range s.groups {
 		gdDisk, err := d.desc(g)
 		if err != nil {
 			return nil, err
 		}
-		descCopies := j.copiesOf(s.descBlockLoc(g/s.descPerBlock), byHome)
-		if len(descCopies) == 0 && len(j.copiesOf(gdDisk.blockBitmap, byHome)) == 0 {
+		if db := g / s.descPerBlock; db != descsOf {
+			descsOf, descs, tooMany = db, descs[:0], false
+			ids := j.copiesOf(s.descBlockLoc(db), byHome)
+			if len(ids) > maxDescCopies {
+				tooMany = true
+			}
+			for _, ci := range ids {
+				if tooMany {
+					break
+				}
+				b := make([]byte, s.blockSize)
+				if err := j.log.ReadCopy(cs[ci], b); err != nil {
+					return nil, s.refuse(freemap.ErrUnsafe, "%v", err)
+				}
+				descs = append(descs, descCopy{raw: b, seq: cs[ci].Seq})
+			}
+		}
+		if len(descs) == 0 && !tooMany && len(j.copiesOf(gdDisk.blockBitmap, byHome)) == 0 {
 			continue // every version of this group is the on-disk one
 		}
 		start := int64(firstCluster+g*s.clustersPerGroup) * s.clusterSize
 		end := min(start+int64(s.clustersPerGroup)*s.clusterSize, s.fsBytes())
 		nbits := uint64((end - start + s.clusterSize - 1) / s.clusterSize)
-		clear(bitmap)
-		whole := false
-		// versions: the on-disk descriptor, then each logged copy.
-		type version struct {
-			raw    []byte
-			seq    uint32
-			onDisk bool
-		}
-		versions := []version{{raw: slices.Clone(gdDisk.raw), onDisk: true}}
-		for _, ci := range descCopies {
-			if err := j.log.ReadCopy(cs[ci], block); err != nil {
-				return nil, s.refuse(freemap.ErrUnsafe, "%v", err)
+		whole := tooMany
+		// Every version of the descriptor: on disk, then each logged copy.
+		// Each names a bitmap block; the on-disk content of that block is
+		// part of a state replay can leave unless a copy of it that nothing
+		// revokes, from the descriptor's transaction or earlier, replaced
+		// it first.
+		locs := map[uint64]bool{} // bitmap block -> its on-disk content counts
+		o := int64(g%s.descPerBlock) * s.descSize
+		for k := -1; k < len(descs) && !whole; k++ {
+			raw, seq, onDisk := gdDisk.raw, uint32(0), true
+			if k >= 0 {
+				raw, seq, onDisk = descs[k].raw[o:o+s.descSize], descs[k].seq, false
 			}
-			o := int64(g%s.descPerBlock) * s.descSize
-			versions = append(versions, version{raw: slices.Clone(block[o : o+s.descSize]), seq: cs[ci].Seq})
-		}
-		orBlock := func(b []byte) {
-			for i := range (nbits + 7) / 8 {
-				bitmap[i] |= b[i]
-			}
-		}
-		for _, v := range versions {
-			gd := parseDesc(s, g, v.raw)
+			gd := parseDesc(s, g, raw)
 			addBlocks(gd.blockBitmap, 1)
 			addBlocks(gd.inodeBitmap, 1)
 			addBlocks(gd.inodeTable, s.itableBlocks)
-			if !gd.csumOK {
+			if !gd.csumOK || s.checkBitmapLoc(g, gd.blockBitmap) != "" && !(s.gdtCsum && gd.flags&bgBlockUninit != 0) {
 				whole = true
 				break
 			}
 			if s.gdtCsum && gd.flags&bgBlockUninit != 0 {
 				continue // computed: nothing beyond the metadata above
 			}
-			if reason := s.checkBitmapLoc(g, gd.blockBitmap); reason != "" {
-				whole = true
-				break
-			}
-			bcs := j.copiesOf(gd.blockBitmap, byHome)
-			reads += len(bcs) + 1
-			if reads > maxUnionReads {
-				whole = true
-				break
-			}
-			// The on-disk bitmap block is part of a state replay can
-			// leave unless a copy that nothing revokes, from this
-			// descriptor's transaction or earlier, replaced it first.
-			onDisk := v.onDisk
 			if !onDisk {
 				onDisk = true
-				for _, ci := range bcs {
-					if c := cs[ci]; !c.Revoked && rel(c.Seq) <= rel(v.seq) {
+				for _, ci := range j.copiesOf(gd.blockBitmap, byHome) {
+					if c := cs[ci]; !c.Revoked && rel(c.Seq) <= rel(seq) {
 						onDisk = false
 						break
 					}
 				}
 			}
+			locs[gd.blockBitmap] = locs[gd.blockBitmap] || onDisk
+		}
+		clear(bitmap)
+		or := func(b []byte) {
+			for i := range (nbits + 7) / 8 {
+				bitmap[i] |= b[i]
+			}
+		}
+		for loc, onDisk := range locs {
+			if whole {
+				break
+			}
+			ids := j.copiesOf(loc, byHome)
+			if reads += len(ids) + 1; reads > maxUnionReads {
+				whole = true
+				break
+			}
 			if onDisk {
-				off := int64(gd.blockBitmap) * s.blockSize
+				off := int64(loc) * s.blockSize
 				if _, err := j.r.ReadAt(cbuf, off); err != nil {
 					return nil, fmt.Errorf("%s: reading block bitmap of group %d at byte %d: %w", s.kind, g, off, err)
 				}
-				orBlock(cbuf)
+				or(cbuf)
 			}
-			for _, ci := range bcs {
+			for _, ci := range ids {
 				if err := j.log.ReadCopy(cs[ci], cbuf); err != nil {
 					return nil, s.refuse(freemap.ErrUnsafe, "%v", err)
 				}
-				orBlock(cbuf)
+				or(cbuf)
 			}
 		}
 		if whole {

@@ -332,22 +332,21 @@ func (w *walker) revoke() error {
 	return nil
 }
 
-// replay is PASS_REPLAY: every copy that recovery writes must pass its tag
-// checksum (csum v2/v3), or jbd2 skips it and fails the recovery.
+// replay is PASS_REPLAY: jbd2 reads every block the committed transactions
+// tag (an unreadable one fails the recovery), and every copy that recovery
+// writes must pass its tag checksum (csum v2/v3), or jbd2 skips it and fails
+// the recovery.
 func (w *walker) replay() error {
 	l := w.l
-	if !l.csumV2or3() {
-		return nil
-	}
 	for _, c := range l.Copies {
-		if !c.Replay {
+		if tidGEQ(c.Seq, l.End) {
 			continue
 		}
 		b, err := l.block(c.Pos)
 		if err != nil {
 			return err
 		}
-		if !l.tagCsumOK(c.csum, b, c.Seq) {
+		if c.Replay && !l.tagCsumOK(c.csum, b, c.Seq) {
 			return failed("jbd2: logged copy of block %d at log block %d (transaction %d) fails its checksum", c.Home, c.Pos, c.Seq)
 		}
 	}
