@@ -33,7 +33,7 @@ head -c 128M /dev/urandom > "$work/rand"
 mount -o commit=600,data=journal "$dev" "$mnt"
 left=$DATA_MB i=0
 while (( left > 0 )); do
-	n=$(( left < 128 ? left : 128 ))
+	n=$(( left < 16 ? left : 16 ))
 	dd if="$work/rand" of="$mnt/f$i" bs=4M count=$(( n / 4 )) conv=fsync status=none
 	i=$((i+1)); left=$((left - n))
 done
