@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+
+	"github.com/prezero/prezero/internal/imgtest"
 )
 
 // seedImages returns the decompressed testdata/*.img.gz images by name.
@@ -63,6 +65,53 @@ func TestSeeds(t *testing.T) {
 	}
 }
 
+// crashSeed returns testdata/crash/crash-ext4.img.gz: a crash-consistent
+// copy whose journal needs replaying (made by mkcrash.sh there).
+func crashSeed(t testing.TB) []byte {
+	t.Helper()
+	f, err := os.Open(filepath.Join("testdata", "crash", "crash-ext4.img.gz"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestCrashSeed maps the committed crash copy through its journal: every
+// byte it zeroes is free both in the on-disk bitmaps and after e2fsck
+// replays the journal.
+func TestCrashSeed(t *testing.T) {
+	img := crashSeed(t)
+	size := int64(len(img))
+	vol, err := Read(bytes.NewReader(img), size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkInvariants(t, vol, size)
+	if vol.Journal == nil || vol.Journal.Transactions == 0 {
+		t.Fatalf("no replay: %+v", vol.Journal)
+	}
+	imgtest.Need(t, "e2fsck", "dumpe2fs")
+	p := filepath.Join(t.TempDir(), "crash.img")
+	if err := os.WriteFile(p, img, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if off := notFree(vol.Free, dumpFree(t, p, size)); off >= 0 {
+		t.Errorf("byte %d zeroed but used in the on-disk bitmaps", off)
+	}
+	if off := notFree(vol.Free, replayedFree(t, img)); off >= 0 {
+		t.Errorf("byte %d zeroed but used after replay", off)
+	}
+}
+
 // FuzzRead checks that Read never panics, fails only with ErrFormat or
 // ErrUnsupported (every read it makes is inside the volume), and that every
 // free extent lies inside the filesystem and outside the boot block and
@@ -72,6 +121,7 @@ func FuzzRead(f *testing.F) {
 	for _, name := range slices.Sorted(maps.Keys(imgs)) {
 		f.Add(imgs[name])
 	}
+	f.Add(crashSeed(f))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		size := int64(len(data))
 		r := bytes.NewReader(data)
@@ -121,6 +171,7 @@ func (o *overlay) ReadAt(p []byte, off int64) (int, error) {
 // mutations hit metadata rather than file data. Same checks as FuzzRead.
 func FuzzPatch(f *testing.F) {
 	imgs := seedImages(f)
+	imgs["crash"] = crashSeed(f)
 	names := slices.Sorted(maps.Keys(imgs))
 	f.Add(uint8(0), uint32(1024+0x38), []byte{0x53, 0xef})
 	f.Add(uint8(1), uint32(1024+0x60), []byte{0x10})
