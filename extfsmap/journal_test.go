@@ -54,6 +54,7 @@ var crashVariants = []crashVariant{
 	{name: "ext4-fast_commit", size: 48 << 20, mkfs: []string{"-t", "ext4", "-b", "4096", "-O", "fast_commit"}, seed: 6, fastCommit: true},
 	{name: "ext3", size: 48 << 20, mkfs: []string{"-t", "ext3", "-b", "4096"}, seed: 7},
 	{name: "ext4-data_journal", size: 48 << 20, mkfs: []string{"-t", "ext4", "-b", "4096"}, mount: "data=journal", seed: 8},
+	{name: "ext4-orphan_file", size: 32 << 20, mkfs: []string{"-t", "ext4", "-b", "4096", "-O", "orphan_file"}, seed: 10},
 	{name: "ext4-wrapped", size: 48 << 20, mkfs: []string{"-t", "ext4", "-b", "4096", "-J", "size=4"}, seed: 9, small: 400, wrap: true},
 }
 
@@ -123,11 +124,13 @@ func buildCrash(t *testing.T, v crashVariant) *crashCopy {
 			imgtest.Output("umount", mnt)
 		}
 	}()
-	c.synced, c.err = workload(mnt, v)
+	var orphan *os.File
+	c.synced, orphan, c.err = workload(mnt, v)
 	if c.err != nil {
 		t.Fatal(c.err)
 	}
 	imgtest.CopyFile(t, c.img, src) // while mounted: a crash-consistent copy
+	orphan.Close()
 	imgtest.Run(t, "umount", mnt)
 	mounted = false
 	os.Remove(src)
@@ -135,8 +138,9 @@ func buildCrash(t *testing.T, v crashVariant) *crashCopy {
 }
 
 // workload runs on the mounted filesystem and returns the sha256 of every
-// file it fsync'd (and did not touch afterwards).
-func workload(dir string, v crashVariant) (map[string]string, error) {
+// file it fsync'd (and did not touch afterwards), and a file it unlinked
+// but keeps open (an orphan), to be closed after the copy.
+func workload(dir string, v crashVariant) (map[string]string, *os.File, error) {
 	rng := rand.New(rand.NewPCG(v.seed, 42))
 	data := func(n int) []byte {
 		b := make([]byte, n)
@@ -177,7 +181,7 @@ func workload(dir string, v crashVariant) (map[string]string, error) {
 	// A base, written back with sync: its bitmaps are on disk.
 	for i := range 8 {
 		if err := write(fmt.Sprintf("base/b%d", i), 64<<10+rng.IntN(1<<20), false); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	syscall.Sync()
@@ -190,14 +194,14 @@ func workload(dir string, v crashVariant) (map[string]string, error) {
 			name = fmt.Sprintf("new/d%d/sub/f%02d", i%2, i)
 		}
 		if err := write(name, 4<<10+rng.IntN(1536<<10), true); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		synced = append(synced, name)
 	}
 	for i := range v.small {
 		name := fmt.Sprintf("small/s%03d", i)
 		if err := write(name, 1+rng.IntN(6000), true); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		synced = append(synced, name)
 		if i%50 == 49 {
@@ -209,15 +213,15 @@ func workload(dir string, v crashVariant) (map[string]string, error) {
 	}
 	for _, i := range []int{1, 3, 6} {
 		if err := os.Remove(filepath.Join(dir, fmt.Sprintf("base/b%d", i))); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	if err := syncDir("base"); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	// truncate
 	if err := os.Truncate(filepath.Join(dir, "base/b0"), 5000); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if f, err := os.OpenFile(filepath.Join(dir, "base/b0"), os.O_RDWR, 0); err == nil {
 		f.Sync()
@@ -226,11 +230,11 @@ func workload(dir string, v crashVariant) (map[string]string, error) {
 	// fallocate, partly written
 	f, err := os.Create(filepath.Join(dir, "new/falloc"))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := syscall.Fallocate(int(f.Fd()), 0, 0, 3<<20); err != nil && !errors.Is(err, syscall.EOPNOTSUPP) {
 		f.Close()
-		return nil, err // ext3 has no fallocate; the write below still counts
+		return nil, nil, err // ext3 has no fallocate; the write below still counts
 	}
 	f.WriteAt(data(200<<10), 1<<20)
 	f.Sync()
@@ -238,21 +242,30 @@ func workload(dir string, v crashVariant) (map[string]string, error) {
 	synced = append(synced, "new/falloc")
 	// rename over an existing file
 	if err := write("new/tmp", 700<<10, true); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := os.Rename(filepath.Join(dir, "new/tmp"), filepath.Join(dir, "base/b2")); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := syncDir("base"); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	synced = append(synced, "base/b2")
 	// and some writes nobody waits for
 	for i := range 3 {
 		write(fmt.Sprintf("unsynced/u%d", i), 300<<10, false)
 	}
+	// an orphan: written, fsync'd, unlinked while open
+	orphan, err := os.Create(filepath.Join(dir, "orphan"))
+	if err != nil {
+		return nil, nil, err
+	}
+	orphan.Write(data(400 << 10))
+	orphan.Sync()
+	os.Remove(filepath.Join(dir, "orphan"))
+	syncDir(".")
 	hashes := imgtestHashFiles(dir, synced)
-	return hashes, nil
+	return hashes, orphan, nil
 }
 
 // imgtestHashFiles hashes the named files under dir ("" for a missing one).
