@@ -652,3 +652,109 @@ func TestCrashCorruptJournal(t *testing.T) {
 	}
 	t.Logf("%d damages: %d passed through, %d mapped safely", len(ds), passed, mapped)
 }
+
+// TestCrashRefusals: what cannot be replayed safely passes through, with
+// the reason, as a refusal of the right kind.
+func TestCrashRefusals(t *testing.T) {
+	seed := crashSeed(t)
+	size := int64(len(seed))
+	s, err := parseSuperblock(seed[sbOffset:sbOffset+sbSize], size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gd, err := newDescReader(bytes.NewReader(seed), s).desc(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inode8 := int64(gd.inodeTable)*s.blockSize + 7*int64(s.inodeSize)
+	fm, err := s.readInodeMap(bytes.NewReader(seed), 8, 1<<32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jsb := int64(fm.extents[0].physical) * s.blockSize
+	cases := []struct {
+		name string
+		off  int64
+		xor  byte
+		set  []byte // written at off instead
+		kind error
+		msg  string
+	}{
+		{name: "journal-inode-extents", off: inode8 + inoBlock, xor: 0x01, kind: freemap.ErrUnsafe, msg: "journal inode 8 cannot be read"},
+		{name: "external-journal", off: sbOffset + sbJournalInum, set: []byte{0, 0, 0, 0}, kind: freemap.ErrUnsupported, msg: "external device"},
+		{name: "journal-magic", off: jsb, xor: 0x01, kind: freemap.ErrUnsafe, msg: "bad journal superblock magic"},
+		{name: "journal-unknown-incompat", off: jsb + 0x28 + 3, xor: 0x40, kind: freemap.ErrUnsupported, msg: "unknown journal INCOMPAT"},
+		{name: "journal-errno", off: jsb + 0x20 + 3, xor: 0x01, kind: freemap.ErrUnsafe, msg: "s_errno"},
+		{name: "journal-superblock-csum", off: jsb + 0x30, xor: 0x01, kind: freemap.ErrUnsafe, msg: "journal superblock checksum mismatch"},
+		{name: "journal-maxlen", off: jsb + 0x10, xor: 0x10, kind: freemap.ErrUnsafe, msg: "journal claims"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			img := bytes.Clone(seed)
+			if c.set != nil {
+				copy(img[c.off:], c.set)
+				// keep the superblock checksum right: the refusal must
+				// come from the journal, not from the superblock
+				sb := img[sbOffset : sbOffset+sbSize]
+				binary.LittleEndian.PutUint32(sb[sbChecksum:], crc32c(^uint32(0), sb[:sbChecksum]))
+			} else {
+				img[c.off] ^= c.xor
+			}
+			_, err := Read(bytes.NewReader(img), size)
+			if err == nil || !errors.Is(err, c.kind) || !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), c.msg) {
+				t.Fatalf("err = %v, want a %v refusal mentioning %q", err, c.kind, c.msg)
+			}
+		})
+	}
+}
+
+// TestCrashResizeInFlight: a logged superblock whose geometry differs from
+// the on-disk one (as during an online resize) passes through. The copy of
+// the plain-journal variant logs its superblock (the orphan list lives
+// there); its s_blocks_count is changed in the log.
+func TestCrashResizeInFlight(t *testing.T) {
+	c := buildCrash(t, crashVariants[4]) // ext4-32bit-nocsum: no journal checksums
+	orig, err := os.ReadFile(c.img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	size := int64(len(orig))
+	s, err := parseSuperblock(orig[sbOffset:sbOffset+sbSize], size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fm, err := s.readInodeMap(bytes.NewReader(orig), 8, 1<<32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jr := &fileReader{r: bytes.NewReader(orig), bs: s.blockSize, fm: fm, size: int64(fm.size)}
+	log, err := jbd2.Recover(jr, int64(fm.size), int(s.blockSize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	home := uint64(sbOffset / s.blockSize)
+	n := 0
+	img := bytes.Clone(orig)
+	for _, cp := range log.Copies {
+		if cp.Home != home {
+			continue
+		}
+		for _, e := range fm.extents {
+			if uint64(cp.Pos) >= e.logical && uint64(cp.Pos) < e.logical+e.count {
+				off := int64(e.physical+uint64(cp.Pos)-e.logical)*s.blockSize + sbOffset%s.blockSize
+				img[off+sbBlocksCountLo] ^= 0x08
+				n++
+			}
+		}
+	}
+	if n == 0 {
+		t.Fatal("the journal logs no superblock: the workload no longer exercises this")
+	}
+	_, err = Read(bytes.NewReader(img), size)
+	if err == nil || !errors.Is(err, freemap.ErrUnsupported) || !strings.Contains(err.Error(), "resize") {
+		t.Fatalf("err = %v, want a resize refusal", err)
+	}
+	if _, err := Read(bytes.NewReader(orig), size); err != nil {
+		t.Fatalf("undamaged: %v", err)
+	}
+}
