@@ -43,10 +43,12 @@ type crashVariant struct {
 	// lossy: zerofree on this copy must lose data (the proof that these
 	// tests can fail).
 	lossy bool
+	// the journal features the copy must show
+	jCompat, jIncompat uint32
 }
 
 var crashVariants = []crashVariant{
-	{name: "ext4", size: 48 << 20, mkfs: []string{"-t", "ext4", "-b", "4096"}, seed: 1, lossy: true},
+	{name: "ext4", size: 48 << 20, mkfs: []string{"-t", "ext4", "-b", "4096"}, seed: 1, lossy: true, jIncompat: jbd2.IncompatCsumV3 | jbd2.Incompat64Bit},
 	{name: "ext4-seed2", size: 48 << 20, mkfs: []string{"-t", "ext4", "-b", "4096"}, seed: 2, lossy: true},
 	{name: "ext4-seed3", size: 32 << 20, mkfs: []string{"-t", "ext4", "-b", "4096", "-g", "4096"}, seed: 3},
 	{name: "ext4-1k", size: 32 << 20, mkfs: []string{"-t", "ext4", "-b", "1024"}, seed: 4},
@@ -54,6 +56,10 @@ var crashVariants = []crashVariant{
 	{name: "ext4-fast_commit", size: 48 << 20, mkfs: []string{"-t", "ext4", "-b", "4096", "-O", "fast_commit"}, seed: 6, fastCommit: true},
 	{name: "ext3", size: 48 << 20, mkfs: []string{"-t", "ext3", "-b", "4096"}, seed: 7},
 	{name: "ext4-data_journal", size: 48 << 20, mkfs: []string{"-t", "ext4", "-b", "4096"}, mount: "data=journal", seed: 8},
+	// Journal formats only mount options make: the legacy commit checksum
+	// (journal_checksum without metadata_csum) and async_commit.
+	{name: "ext4-journal_checksum-v1", size: 32 << 20, mkfs: []string{"-t", "ext4", "-b", "4096", "-O", "^metadata_csum"}, mount: "journal_checksum", seed: 11, jCompat: jbd2.CompatChecksum},
+	{name: "ext4-async_commit", size: 32 << 20, mkfs: []string{"-t", "ext4", "-b", "4096"}, mount: "journal_async_commit,data=writeback", seed: 12, jIncompat: jbd2.IncompatAsyncCommit | jbd2.IncompatCsumV3},
 	{name: "ext4-orphan_file", size: 32 << 20, mkfs: []string{"-t", "ext4", "-b", "4096", "-O", "orphan_file"}, seed: 10},
 	{name: "ext4-wrapped", size: 48 << 20, mkfs: []string{"-t", "ext4", "-b", "4096", "-J", "size=4"}, seed: 9, small: 400, wrap: true},
 }
@@ -341,6 +347,29 @@ func writeStream(t testing.TB, img string, free *freemap.Map) string {
 	return out
 }
 
+// journalOf runs jbd2 over the internal journal of the ext image img.
+func journalOf(t testing.TB, img string) *jbd2.Log {
+	t.Helper()
+	b, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := parseSuperblock(b[sbOffset:sbOffset+sbSize], int64(len(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fm, err := s.readInodeMap(bytes.NewReader(b), 8, 1<<32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jr := &fileReader{r: bytes.NewReader(b), bs: s.blockSize, fm: fm, size: int64(fm.size)}
+	l, err := jbd2.Recover(jr, int64(fm.size), int(s.blockSize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
 // TestCrashCopies is the end-to-end proof: prezero's stream of each crash
 // copy, replayed and checked by e2fsck -fy, holds exactly the files the
 // copy itself holds after e2fsck -fy, while zerofree on the copy loses some.
@@ -370,6 +399,9 @@ func TestCrashCopies(t *testing.T) {
 			j := vol.Journal
 			if j == nil || j.Transactions == 0 || j.Blocks == 0 {
 				t.Fatalf("no journal replay reported: %+v (notes %q)", j, vol.Notes)
+			}
+			if jl := journalOf(t, c.img); jl.Compat&v.jCompat != v.jCompat || jl.Incompat&v.jIncompat != v.jIncompat {
+				t.Errorf("journal features compat %#x incompat %#x, want %#x %#x", jl.Compat, jl.Incompat, v.jCompat, v.jIncompat)
 			}
 			if v.wrap && !j.Wrapped {
 				t.Errorf("the log did not wrap: %+v", j)
