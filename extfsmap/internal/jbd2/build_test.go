@@ -156,7 +156,7 @@ func (j *journalImage) write(txs ...jtx) uint32 {
 		if j.o.incompat&Incompat64Bit != 0 {
 			rec = 8
 		}
-		for len(tx.revokes) > 0 || false {
+		for len(tx.revokes) > 0 {
 			b := j.blk(pos)
 			j.header(b, typeRevoke, seq)
 			off := revokeHeaderBytes

@@ -78,7 +78,7 @@ const (
 const (
 	flagEscape   = 1
 	flagSameUUID = 2
-	flagDeleted  = 4
+	flagDeleted  = 4 // ignored by recovery, as jbd2 ignores it
 	flagLastTag  = 8
 )
 
