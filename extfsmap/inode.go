@@ -2,6 +2,7 @@ package extfsmap
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -39,6 +40,8 @@ type fileMap struct {
 	extents []fileExtent // sorted by logical, non-overlapping
 	meta    []uint64     // extent tree or indirect blocks
 	size    uint64       // i_size in bytes
+
+	unwritten bool // accept unwritten (preallocated) extents
 }
 
 // maxFileExtents caps the mapping of the journal inode (a journal is a
@@ -48,8 +51,23 @@ const maxFileExtents = 1 << 16
 // readInodeMap reads inode ino (from the on-disk inode table) and returns
 // the mapping of its first maxBlocks logical blocks.
 func (s *superblock) readInodeMap(r io.ReaderAt, ino uint64, maxBlocks uint64) (*fileMap, error) {
+	return s.readInodeMapOpt(r, ino, maxBlocks, inodeOpts{verify: true})
+}
+
+// inodeOpts changes how readInodeMapOpt reads an inode.
+type inodeOpts struct {
+	verify    bool    // check the inode and extent block checksums
+	allBlocks bool    // map blocks past i_size and unwritten extents too
+	flags     *uint32 // use these i_flags instead of the inode's own
+}
+
+// errBadExtentRoot: an extent-mapped inode whose root header is not one.
+var errBadExtentRoot = errors.New("extent root has bad magic")
+
+// readInodeMapOpt is readInodeMap with options.
+func (s *superblock) readInodeMapOpt(r io.ReaderAt, ino uint64, maxBlocks uint64, o inodeOpts) (*fileMap, error) {
 	if ino == 0 || ino > s.groups*s.inodesPerGroup {
-		return nil, s.errorf(sbOffset+0xE0, "journal inode %d out of range", ino)
+		return nil, s.errorf(sbOffset+0xE0, "inode %d out of range", ino)
 	}
 	g, idx := (ino-1)/s.inodesPerGroup, (ino-1)%s.inodesPerGroup
 	gd, err := newDescReader(r, s).desc(g)
@@ -57,7 +75,7 @@ func (s *superblock) readInodeMap(r io.ReaderAt, ino uint64, maxBlocks uint64) (
 		return nil, err
 	}
 	if !gd.csumOK {
-		return nil, s.errorf(s.descOffset(g), "descriptor of group %d, which holds the journal inode, fails its checksum", g)
+		return nil, s.errorf(s.descOffset(g), "descriptor of group %d, which holds inode %d, fails its checksum", g, ino)
 	}
 	if gd.inodeTable < s.firstDataBlock || gd.inodeTable >= s.blocksCount || s.itableBlocks > s.blocksCount-gd.inodeTable {
 		return nil, s.errorf(s.descOffset(g), "inode table of group %d at block %d lies outside the filesystem", g, gd.inodeTable)
@@ -69,7 +87,7 @@ func (s *superblock) readInodeMap(r io.ReaderAt, ino uint64, maxBlocks uint64) (
 	}
 	le := binary.LittleEndian
 	var seed uint32
-	if s.metadataCsum {
+	if s.metadataCsum && o.verify {
 		var nb [4]byte
 		le.PutUint32(nb[:], uint32(ino))
 		seed = crc32c(s.csumSeed, nb[:])
@@ -78,9 +96,18 @@ func (s *superblock) readInodeMap(r io.ReaderAt, ino uint64, maxBlocks uint64) (
 			return nil, s.errorf(off, "inode %d fails its checksum", ino)
 		}
 	}
-	fm := &fileMap{size: uint64(le.Uint32(raw[inoSizeLo:])) | uint64(le.Uint32(raw[inoSizeHigh:]))<<32}
-	maxBlocks = min(maxBlocks, (fm.size+uint64(s.blockSize)-1)/uint64(s.blockSize))
-	if le.Uint32(raw[inoFlags:])&inodeFlagExtents != 0 {
+	fm := &fileMap{size: uint64(le.Uint32(raw[inoSizeLo:])) | uint64(le.Uint32(raw[inoSizeHigh:]))<<32, unwritten: o.allBlocks}
+	if !o.allBlocks {
+		maxBlocks = min(maxBlocks, (fm.size+uint64(s.blockSize)-1)/uint64(s.blockSize))
+	}
+	flags := le.Uint32(raw[inoFlags:])
+	if o.flags != nil {
+		flags = *o.flags
+	}
+	if flags&inodeFlagExtents != 0 {
+		if le.Uint16(raw[inoBlock:]) != extMagic {
+			return nil, fmt.Errorf("%s: inode %d: %w", s.kind, ino, errBadExtentRoot)
+		}
 		err = s.walkExtents(r, fm, raw[inoBlock:inoBlock+60], extMaxDepth+1, seed, off, maxBlocks)
 	} else {
 		err = s.walkBlockMap(r, fm, raw[inoBlock:inoBlock+60], off, maxBlocks)
@@ -131,7 +158,7 @@ func (s *superblock) addExtent(fm *fileMap, logical, physical, count uint64, at 
 	}
 	count = min(count, maxBlocks-logical)
 	if physical < s.firstDataBlock || physical >= s.blocksCount || count > s.blocksCount-physical {
-		return s.errorf(at, "journal block %d maps to block %d, outside the filesystem", logical, physical)
+		return s.errorf(at, "logical block %d maps to block %d, outside the filesystem", logical, physical)
 	}
 	if n := len(fm.extents); n > 0 {
 		if e := &fm.extents[n-1]; e.logical+e.count == logical && e.physical+e.count == physical {
@@ -163,8 +190,11 @@ func (s *superblock) walkExtents(r io.ReaderAt, fm *fileMap, node []byte, depthL
 		if depth == 0 {
 			n := uint64(le.Uint16(e[4:]))
 			if n > 32768 {
-				// An unwritten extent: jbd2 could not use it.
-				return s.unsupported("the journal inode has an unwritten extent at block %d", logical)
+				if !fm.unwritten {
+					// An unwritten extent: jbd2 could not use it.
+					return s.unsupported("the journal inode has an unwritten extent at block %d", logical)
+				}
+				n -= 32768
 			}
 			phys := uint64(le.Uint16(e[6:]))<<32 | uint64(le.Uint32(e[8:]))
 			if err := s.addExtent(fm, logical, phys, n, at, maxBlocks); err != nil {
@@ -188,7 +218,7 @@ func (s *superblock) walkExtents(r io.ReaderAt, fm *fileMap, node []byte, depthL
 		if _, err := r.ReadAt(b, off); err != nil {
 			return fmt.Errorf("%s: reading extent block at byte %d: %w", s.kind, off, err)
 		}
-		if s.metadataCsum {
+		if s.metadataCsum && seed != 0 {
 			mx := int(le.Uint16(b[4:]))
 			t := 12 + 12*mx
 			if t+4 > len(b) || crc32c(seed, b[:t]) != le.Uint32(b[t:]) {

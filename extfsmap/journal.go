@@ -31,11 +31,14 @@ import (
 //  4. The journal's own blocks are always used, and it is passed through
 //     untouched: a restored image replays exactly as the original would.
 //
+// When the fast-commit area holds commits for the replayed transactions,
+// every cluster their replay could allocate is kept too (fastcommit.go).
+//
 // Anything else passes the volume through: an external journal, a journal
-// that cannot be read or that jbd2 would fail to recover, a fast-commit area
-// holding commits (their allocations appear in no logged bitmap), a logged
-// superblock whose geometry differs (a resize in flight), a replayed block
-// outside the filesystem.
+// that cannot be read or that jbd2 would fail to recover, a fast-commit
+// record naming an inode that cannot be mapped, a logged superblock whose
+// geometry differs (a resize in flight), a replayed block outside the
+// filesystem.
 
 // Replay describes an in-memory journal replay (Volume.Journal).
 type Replay struct {
@@ -48,6 +51,7 @@ type Replay struct {
 	JournalBytes int64  `json:"journal_bytes"`  // size of the journal
 	KeptBytes    int64  `json:"kept_bytes"`     // free after replay, kept by the union rule
 	Wrapped      bool   `json:"wrapped"`        // the log wraps around the journal's end
+	FastCommit   bool   `json:"fast_commit"`    // fast commits kept allocated too
 }
 
 // String is the form map shows: "journal replayed in memory: ...".
@@ -55,7 +59,11 @@ func (j *Replay) String() string {
 	if j.Transactions == 0 && j.Blocks == 0 {
 		return "journal replayed in memory: nothing to replay"
 	}
-	return fmt.Sprintf("journal replayed in memory: %d transactions, %d blocks", j.Transactions, j.Blocks)
+	s := fmt.Sprintf("journal replayed in memory: %d transactions, %d blocks", j.Transactions, j.Blocks)
+	if j.FastCommit {
+		s += ", fast commits kept"
+	}
+	return s
 }
 
 // Superblock fields of the journal.
@@ -114,9 +122,6 @@ func readRecovering(r io.ReaderAt, size int64, b []byte, s *superblock) (*Volume
 		}
 		return nil, s.refuse(kind, "the journal cannot be replayed in memory: %v", err)
 	}
-	if log.FastCommit {
-		return nil, s.refuse(freemap.ErrUnsupported, "its fast-commit area holds commits (transaction %d) whose allocations no logged bitmap shows", log.FastCommitTID)
-	}
 	final := log.Final()
 	for _, c := range final {
 		if c.Home >= s.blocksCount {
@@ -137,6 +142,15 @@ func readRecovering(r io.ReaderAt, size int64, b []byte, s *superblock) (*Volume
 	}
 	before := v.Free.FreeBytes()
 	v.Free = subtract(v.Free, used)
+	if log.FastCommit {
+		// Commits in the fast-commit area: their allocations are in no
+		// logged bitmap (fastcommit.go).
+		fc := freemap.NewBuilder(s.fsBytes())
+		if err := j.fastCommitUsed(&replayReader{j: j, size: size}, fc); err != nil {
+			return nil, err
+		}
+		v.Free = subtract(v.Free, fc.Map())
+	}
 	v.Journal = &Replay{
 		Transactions: log.Transactions(),
 		Blocks:       len(final),
@@ -147,6 +161,7 @@ func readRecovering(r io.ReaderAt, size int64, b []byte, s *superblock) (*Volume
 		JournalBytes: jsize,
 		KeptBytes:    before - v.Free.FreeBytes(),
 		Wrapped:      log.Wrapped,
+		FastCommit:   log.FastCommit,
 	}
 	if log.Transactions() > 0 {
 		v.Notes = append(v.Notes, fmt.Sprintf("needs_recovery: replayed transactions %d to %d of the journal in memory; %d bytes more kept because another version of their bitmap marks them used", log.Sequence, log.End-1, v.Journal.KeptBytes))

@@ -396,6 +396,18 @@ func (l *Log) ReadCopy(c Copy, buf []byte) error {
 	return nil
 }
 
+// ReadBlock reads journal block i into buf (len >= BlockSize): for the
+// fast-commit area, whose records this package does not interpret.
+func (l *Log) ReadBlock(i uint32, buf []byte) error {
+	if i >= l.MaxLen {
+		return failed("jbd2: block %d beyond the journal's %d blocks", i, l.MaxLen)
+	}
+	if _, err := l.r.ReadAt(buf[:l.BlockSize], int64(i)*int64(l.BlockSize)); err != nil {
+		return failed("jbd2: reading journal block %d: %v", i, err)
+	}
+	return nil
+}
+
 // Final returns, for each filesystem block that recovery writes, the copy it
 // ends with, sorted by Home.
 func (l *Log) Final() []Copy {
