@@ -713,7 +713,7 @@ func TestCrashCorruptJournal(t *testing.T) {
 // TestCrashRefusals: what cannot be replayed safely passes through, with
 // the reason, as a refusal of the right kind.
 func TestCrashRefusals(t *testing.T) {
-	seed := crashSeed(t)
+	seed := crashSeed(t, "crash-ext4")
 	size := int64(len(seed))
 	s, err := parseSuperblock(seed[sbOffset:sbOffset+sbSize], size)
 	if err != nil {
