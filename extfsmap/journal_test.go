@@ -47,20 +47,20 @@ type crashVariant struct {
 }
 
 var crashVariants = []crashVariant{
-	{name: "ext4", size: 48 << 20, mkfs: []string{"-t", "ext4", "-b", "4096"}, seed: 1, lossy: true, jIncompat: jbd2.IncompatCsumV3 | jbd2.Incompat64Bit},
-	{name: "ext4-seed2", size: 48 << 20, mkfs: []string{"-t", "ext4", "-b", "4096"}, seed: 2, lossy: true},
+	{name: "ext4", size: 32 << 20, mkfs: []string{"-t", "ext4", "-b", "4096"}, seed: 1, lossy: true, jIncompat: jbd2.IncompatCsumV3 | jbd2.Incompat64Bit},
+	{name: "ext4-seed2", size: 32 << 20, mkfs: []string{"-t", "ext4", "-b", "4096"}, seed: 2, lossy: true},
 	{name: "ext4-seed3", size: 32 << 20, mkfs: []string{"-t", "ext4", "-b", "4096", "-g", "4096"}, seed: 3},
 	{name: "ext4-1k", size: 32 << 20, mkfs: []string{"-t", "ext4", "-b", "1024"}, seed: 4},
-	{name: "ext4-32bit-nocsum", size: 48 << 20, mkfs: []string{"-t", "ext4", "-b", "4096", "-O", "^64bit,^metadata_csum"}, seed: 5},
-	{name: "ext4-fast_commit", size: 48 << 20, mkfs: []string{"-t", "ext4", "-b", "4096", "-O", "fast_commit"}, seed: 6, fastCommit: true, lossy: true},
-	{name: "ext3", size: 48 << 20, mkfs: []string{"-t", "ext3", "-b", "4096"}, seed: 7},
-	{name: "ext4-data_journal", size: 48 << 20, mkfs: []string{"-t", "ext4", "-b", "4096"}, mount: "data=journal", seed: 8},
+	{name: "ext4-32bit-nocsum", size: 32 << 20, mkfs: []string{"-t", "ext4", "-b", "4096", "-O", "^64bit,^metadata_csum"}, seed: 5},
+	{name: "ext4-fast_commit", size: 32 << 20, mkfs: []string{"-t", "ext4", "-b", "4096", "-O", "fast_commit"}, seed: 6, fastCommit: true, lossy: true},
+	{name: "ext3", size: 32 << 20, mkfs: []string{"-t", "ext3", "-b", "4096"}, seed: 7},
+	{name: "ext4-data_journal", size: 32 << 20, mkfs: []string{"-t", "ext4", "-b", "4096"}, mount: "data=journal", seed: 8},
 	// Journal formats only mount options make: the legacy commit checksum
 	// (journal_checksum without metadata_csum) and async_commit.
 	{name: "ext4-journal_checksum-v1", size: 32 << 20, mkfs: []string{"-t", "ext4", "-b", "4096", "-O", "^metadata_csum"}, mount: "journal_checksum", seed: 11, jCompat: jbd2.CompatChecksum},
 	{name: "ext4-async_commit", size: 32 << 20, mkfs: []string{"-t", "ext4", "-b", "4096"}, mount: "journal_async_commit,data=writeback", seed: 12, jIncompat: jbd2.IncompatAsyncCommit | jbd2.IncompatCsumV3},
 	{name: "ext4-orphan_file", size: 32 << 20, mkfs: []string{"-t", "ext4", "-b", "4096", "-O", "orphan_file"}, seed: 10},
-	{name: "ext4-wrapped", size: 48 << 20, mkfs: []string{"-t", "ext4", "-b", "4096", "-J", "size=4"}, seed: 9, small: 400, wrap: true},
+	{name: "ext4-wrapped", size: 32 << 20, mkfs: []string{"-t", "ext4", "-b", "4096", "-J", "size=4"}, seed: 9, small: 400, wrap: true},
 }
 
 // crashCopy is a built crash copy.
