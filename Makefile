@@ -20,6 +20,8 @@ bench: build
 	./bench/core.sh
 	./bench/backup.sh
 	./bench/restore.sh
+	./bench/memory.sh
+	./bench/crosscheck.sh
 	./bench/journal.sh
 
 # Short fuzzing runs of every on-disk parser (FUZZTIME each). Large seed

@@ -99,7 +99,7 @@ const (
 
 // readRecovering maps a filesystem with needs_recovery set: on-disk
 // superblock b, parsed as s.
-func readRecovering(r io.ReaderAt, size int64, b []byte, s *superblock) (*Volume, error) {
+func readRecovering(r io.ReaderAt, size int64, b []byte, s *superblock, opt Options) (*Volume, error) {
 	le := binary.LittleEndian
 	if s.compat&compatHasJournal == 0 {
 		return nil, s.refuse(freemap.ErrUnsafe, "but the filesystem has no journal")
@@ -132,24 +132,30 @@ func readRecovering(r io.ReaderAt, size int64, b []byte, s *superblock) (*Volume
 	if err := j.checkSuperCopies(b); err != nil {
 		return nil, err
 	}
-	v, err := read(&replayReader{j: j, size: size}, size, j)
+	v, err := read(&replayReader{j: j, size: size}, size, opt, j)
 	if err != nil {
 		return nil, err
 	}
 	used, err := j.unionUsed(fm)
 	if err != nil {
+		v.Free.Release()
 		return nil, err
 	}
 	before := v.Free.FreeBytes()
-	v.Free = subtract(v.Free, used)
+	if err := v.keep(s, used); err != nil {
+		return nil, err
+	}
 	if log.FastCommit {
 		// Commits in the fast-commit area: their allocations are in no
 		// logged bitmap (fastcommit.go).
 		fc := freemap.NewBuilder(s.fsBytes())
 		if err := j.fastCommitUsed(&replayReader{j: j, size: size}, fc); err != nil {
+			v.Free.Release()
 			return nil, err
 		}
-		v.Free = subtract(v.Free, fc.Map())
+		if err := v.keep(s, fc.Map()); err != nil {
+			return nil, err
+		}
 	}
 	v.Journal = &Replay{
 		Transactions: log.Transactions(),
@@ -446,26 +452,18 @@ func parseDesc(s *superblock, g uint64, raw []byte) groupDesc {
 	return gd
 }
 
-// subtract returns free without the ranges of used.
-func subtract(free, used *freemap.Map) *freemap.Map {
-	out := freemap.NewBuilder(free.Size())
-	u := used.Extents()
-	k := 0
-	for _, e := range free.Extents() {
-		a, b := e.Off, e.End()
-		for k < len(u) && u[k].End() <= a {
-			k++
-		}
-		for i := k; a < b; i++ {
-			if i == len(u) || u[i].Off >= b {
-				out.Add(a, b-a)
-				break
-			}
-			if u[i].Off > a {
-				out.Add(a, u[i].Off-a)
-			}
-			a = max(a, u[i].End())
-		}
+// keep makes the ranges of used (a set of used ranges held in a freemap)
+// allocated in v.Free. A freemap coarsens by dropping extents, which for a
+// set of used ranges would free them: a coarsened set passes the volume
+// through instead.
+func (v *Volume) keep(s *superblock, used *freemap.Map) error {
+	defer used.Release()
+	if c := used.Coarsened(); c.Bytes > 0 {
+		v.Free.Release()
+		return s.refuse(freemap.ErrUnsupported, "the blocks its journal keeps in use do not fit the memory limit (%v)", c)
 	}
-	return out.Map()
+	free := v.Free.Without(used)
+	v.Free.Release()
+	v.Free = free
+	return nil
 }

@@ -55,7 +55,7 @@ func runCat(ctx context.Context, opts catOptions, args []string) error {
 			return err
 		}
 	}
-	src, err := source.Open(args[0], source.Options{ForceDirty: opts.forceDirty})
+	src, err := source.Open(args[0], source.Options{ForceDirty: opts.forceDirty, CrossCheck: crossCheckOption()})
 	if err != nil {
 		return err
 	}

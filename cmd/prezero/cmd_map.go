@@ -28,6 +28,7 @@ func (o *mapOptions) AddFlags(f *pflag.FlagSet) {
 // addSourceFlags adds the options every command that opens a SOURCE shares.
 func addSourceFlags(f *pflag.FlagSet, forceDirty *bool) {
 	f.BoolVar(forceDirty, "force-dirty", false, "zero NTFS volumes marked dirty (unsafe: their bitmap may be stale)")
+	addMemoryFlag(f)
 }
 
 func init() {
@@ -85,7 +86,7 @@ func runMap(ctx context.Context, opts mapOptions, args []string) error {
 	if err := inuse.Check(args[0], inuse.Writable); err != nil {
 		fmt.Fprintf(os.Stderr, "prezero map: warning: %v\n", err)
 	}
-	src, err := source.Open(args[0], source.Options{ForceDirty: opts.forceDirty})
+	src, err := source.Open(args[0], source.Options{ForceDirty: opts.forceDirty, CrossCheck: crossCheckOption()})
 	if err != nil {
 		return err
 	}

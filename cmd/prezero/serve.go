@@ -58,7 +58,7 @@ func serve(path, dir string, o serveOptions, logf func(string, ...any)) (*served
 	if err != nil {
 		return nil, err
 	}
-	src, err := source.Open(path, source.Options{ForceDirty: o.forceDirty})
+	src, err := source.Open(path, source.Options{ForceDirty: o.forceDirty, CrossCheck: crossCheckOption()})
 	if err != nil {
 		w.Close()
 		return nil, err

@@ -25,8 +25,22 @@ import (
 
 // Options change how partitions are mapped.
 type Options struct {
-	ForceDirty bool // zero dirty NTFS volumes too (never hibernated ones)
+	ForceDirty bool       // zero dirty NTFS volumes too (never hibernated ones)
+	CrossCheck CrossCheck // check bitmaps against the files that use them
 }
+
+// CrossCheck chooses whether parsers check their allocation bitmaps against
+// the blocks their files reference (ext inodes, NTFS MFT records), keeping
+// used whatever a file references.
+type CrossCheck int
+
+const (
+	// CrossCheckAuto: where the bitmap has no checksum of its own (ext2,
+	// ext3, ext4 without metadata_csum; every NTFS).
+	CrossCheckAuto CrossCheck = iota
+	CrossCheckOn
+	CrossCheckOff
+)
 
 // Source is an opened, mapped source.
 type Source struct {
@@ -163,6 +177,9 @@ func mapPart(r io.ReaderAt, size int64, lp layout.Partition, opt Options) *Part 
 	}
 	p.FS, p.BlockSize, p.Notes = res.fs, res.blockSize, res.notes
 	p.Detail, p.Journal = res.detail, res.journal
+	if c := res.free.Coarsened(); c.Bytes > 0 {
+		p.Notes = append(p.Notes, fmt.Sprintf("coarsened: %v served from source to stay within the memory limit", c))
+	}
 	p.Zeroed, p.Free = true, res.free
 	p.Stream = stream.New(sec, n, p.Free)
 	return p
