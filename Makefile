@@ -36,3 +36,4 @@ fuzz:
 	for f in FuzzRead FuzzBootSector FuzzFixup FuzzRunlist FuzzRecord FuzzScanner; do \
 		$(FUZZ) -fuzz="^$$f\$$" ./ntfsmap || exit 1; done
 	$(FUZZ) -fuzz='^FuzzReadTable$$' ./internal/restore
+	$(FUZZ) -fuzz='^FuzzRead$$' ./xfsmap

@@ -7,6 +7,7 @@ import (
 	"github.com/prezero/prezero/extfsmap"
 	"github.com/prezero/prezero/freemap"
 	"github.com/prezero/prezero/ntfsmap"
+	"github.com/prezero/prezero/xfsmap"
 )
 
 // result is what any filesystem parser reports, in the form source needs.
@@ -31,6 +32,7 @@ type filesystem struct {
 var filesystems = []filesystem{
 	{name: "ext", probe: extfsmap.Probe, read: readExt},
 	{name: "ntfs", probe: ntfsmap.Probe, read: readNTFS},
+	{name: "xfs", probe: xfsmap.Probe, read: readXFS},
 }
 
 func detect(r io.ReaderAt, size int64) *filesystem {
@@ -64,4 +66,19 @@ func readNTFS(r io.ReaderAt, size int64, opt Options) (*result, error) {
 		return nil, err
 	}
 	return &result{fs: "ntfs", blockSize: v.ClusterSize, free: v.Free, notes: v.Warnings}, nil
+}
+
+func readXFS(r io.ReaderAt, size int64, _ Options) (*result, error) {
+	v, err := xfsmap.Read(r, size)
+	if err != nil {
+		return nil, err
+	}
+	notes := v.Notes
+	if v.Fallbacks > 0 {
+		notes = append([]string{fmt.Sprintf("%d allocation groups kept whole (could not be verified)", v.Fallbacks)}, notes...)
+	}
+	if v.Log == "covered" {
+		notes = append(notes, "log covered (a frozen or snapshot copy): only superblock updates to replay")
+	}
+	return &result{fs: v.FS, blockSize: v.BlockSize, free: v.Free, notes: notes}, nil
 }
