@@ -241,15 +241,18 @@ func (j *journalState) checkSuperCopies(disk []byte) error {
 	fields := []struct {
 		name      string
 		off, size int
+		mask      uint32 // for 4-byte feature words: the bits that place metadata
 	}{
-		{"s_blocks_count", sbBlocksCountLo, 4}, {"s_blocks_count_hi", sbBlocksCountHi, 4},
-		{"s_inodes_count", sbInodesCount, 4}, {"s_first_data_block", sbFirstDataBlock, 4},
-		{"s_log_block_size", sbLogBlockSize, 4}, {"s_log_cluster_size", sbLogClusterSize, 4},
-		{"s_blocks_per_group", sbBlocksPerGroup, 4}, {"s_clusters_per_group", sbClustersPerGroup, 4},
-		{"s_inodes_per_group", sbInodesPerGroup, 4}, {"s_inode_size", sbInodeSize, 2},
-		{"s_reserved_gdt_blocks", sbReservedGDT, 2}, {"s_desc_size", sbDescSize, 2},
-		{"s_first_meta_bg", sbFirstMetaBG, 4}, {"s_feature_incompat", sbFeatureIncompat, 4},
-		{"s_feature_ro_compat", sbFeatureROCompat, 4}, {"s_backup_bgs", sbBackupBGs, 8},
+		{"s_blocks_count", sbBlocksCountLo, 4, 0}, {"s_blocks_count_hi", sbBlocksCountHi, 4, 0},
+		{"s_inodes_count", sbInodesCount, 4, 0}, {"s_first_data_block", sbFirstDataBlock, 4, 0},
+		{"s_log_block_size", sbLogBlockSize, 4, 0}, {"s_log_cluster_size", sbLogClusterSize, 4, 0},
+		{"s_blocks_per_group", sbBlocksPerGroup, 4, 0}, {"s_clusters_per_group", sbClustersPerGroup, 4, 0},
+		{"s_inodes_per_group", sbInodesPerGroup, 4, 0}, {"s_inode_size", sbInodeSize, 2, 0},
+		{"s_reserved_gdt_blocks", sbReservedGDT, 2, 0}, {"s_desc_size", sbDescSize, 2, 0},
+		{"s_first_meta_bg", sbFirstMetaBG, 4, 0}, {"s_backup_bgs", sbBackupBGs, 8, 0},
+		{"COMPAT features", sbFeatureCompat, 4, layoutCompat},
+		{"INCOMPAT features", sbFeatureIncompat, 4, layoutIncompat},
+		{"RO_COMPAT features", sbFeatureROCompat, 4, layoutROCompat},
 	}
 	for _, c := range j.log.Copies {
 		if c.Home != home {
@@ -263,8 +266,14 @@ func (j *journalState) checkSuperCopies(disk []byte) error {
 			return s.refuse(freemap.ErrUnsafe, "the journal logs block %d, the superblock's, without a superblock in it", home)
 		}
 		for _, f := range fields {
-			if !bytes.Equal(sb[f.off:f.off+f.size], disk[f.off:f.off+f.size]) {
-				return s.refuse(freemap.ErrUnsupported, "the journal logs a superblock (transaction %d) whose %s differs from the on-disk one: a resize was in flight", c.Seq, f.name)
+			a, b := sb[f.off:f.off+f.size], disk[f.off:f.off+f.size]
+			differ := !bytes.Equal(a, b)
+			if f.mask != 0 {
+				le := binary.LittleEndian
+				differ = le.Uint32(a)&f.mask != le.Uint32(b)&f.mask
+			}
+			if differ {
+				return s.refuse(freemap.ErrUnsupported, "the journal logs a superblock (transaction %d) that differs from the on-disk one in %s: a resize was in flight", c.Seq, f.name)
 			}
 		}
 	}
