@@ -59,6 +59,9 @@ var crashVariants = []crashVariant{
 	// (journal_checksum without metadata_csum) and async_commit.
 	{name: "ext4-journal_checksum-v1", size: 32 << 20, mkfs: []string{"-t", "ext4", "-b", "4096", "-O", "^metadata_csum"}, mount: "journal_checksum", seed: 11, jCompat: jbd2.CompatChecksum},
 	{name: "ext4-async_commit", size: 32 << 20, mkfs: []string{"-t", "ext4", "-b", "4096"}, mount: "journal_async_commit,data=writeback", seed: 12, jIncompat: jbd2.IncompatAsyncCommit | jbd2.IncompatCsumV3},
+	// Layouts: descriptors spread by meta_bg; bitmaps of clusters.
+	{name: "ext4-meta_bg", size: 32 << 20, mkfs: []string{"-t", "ext4", "-b", "1024", "-g", "1024", "-O", "meta_bg,^resize_inode"}, seed: 13},
+	{name: "ext4-bigalloc", size: 48 << 20, mkfs: []string{"-t", "ext4", "-b", "4096", "-O", "bigalloc", "-C", "16384"}, seed: 14},
 	{name: "ext4-orphan_file", size: 32 << 20, mkfs: []string{"-t", "ext4", "-b", "4096", "-O", "orphan_file"}, seed: 10},
 	{name: "ext4-wrapped", size: 32 << 20, mkfs: []string{"-t", "ext4", "-b", "4096", "-J", "size=4"}, seed: 9, small: 400, wrap: true},
 }
