@@ -59,7 +59,13 @@ func (j *Replay) String() string {
 	if j.Transactions == 0 && j.Blocks == 0 {
 		return "journal replayed in memory: nothing to replay"
 	}
-	s := fmt.Sprintf("journal replayed in memory: %d transactions, %d blocks", j.Transactions, j.Blocks)
+	plural := func(n int, what string) string {
+		if n == 1 {
+			return fmt.Sprintf("1 %s", what)
+		}
+		return fmt.Sprintf("%d %ss", n, what)
+	}
+	s := fmt.Sprintf("journal replayed in memory: %s, %s", plural(j.Transactions, "transaction"), plural(j.Blocks, "block"))
 	if j.FastCommit {
 		s += ", fast commits kept"
 	}
@@ -170,7 +176,11 @@ func readRecovering(r io.ReaderAt, size int64, b []byte, s *superblock, opt Opti
 		FastCommit:   log.FastCommit,
 	}
 	if log.Transactions() > 0 {
-		v.Notes = append(v.Notes, fmt.Sprintf("needs_recovery: replayed transactions %d to %d of the journal in memory; %d bytes more kept because another version of their bitmap marks them used", log.Sequence, log.End-1, v.Journal.KeptBytes))
+		tids := fmt.Sprintf("transactions %d to %d", log.Sequence, log.End-1)
+		if log.Transactions() == 1 {
+			tids = fmt.Sprintf("transaction %d", log.Sequence)
+		}
+		v.Notes = append(v.Notes, fmt.Sprintf("needs_recovery: replayed %s of the journal in memory; %d bytes more kept because another version of their bitmap marks them used", tids, v.Journal.KeptBytes))
 	}
 	if j.wholeGroups > 0 {
 		v.Notes = append(v.Notes, fmt.Sprintf("needs_recovery: %d block groups kept whole (a logged descriptor or bitmap could not be used)", j.wholeGroups))
