@@ -32,7 +32,7 @@ func ExampleRead_journal() {
 		fmt.Println("pass through:", err)
 		return
 	}
-	fmt.Println(vol.Kind, vol.Journal)
+	fmt.Println(vol.FS, vol.Journal)
 	fmt.Printf("transactions %d to %d\n", vol.Journal.FirstTID, vol.Journal.EndTID-1)
 	// Output:
 	// ext4 journal replayed in memory: 7 transactions, 13 blocks

@@ -79,20 +79,10 @@ const (
 	sbJournalDev  = 0xE4
 )
 
-// refusal is a reason to pass a filesystem needing recovery through. It
-// matches ErrUnsupported (extfsmap's scheme) and Kind (freemap's).
-type refusal struct {
-	kind error // freemap.ErrUnsupported or freemap.ErrUnsafe
-	msg  string
-}
-
-func (e *refusal) Error() string { return e.msg }
-func (e *refusal) Is(target error) bool {
-	return target == e.kind || target == ErrUnsupported
-}
-
+// refuse returns the reason to pass a filesystem needing recovery through:
+// a *freemap.Refusal of kind (freemap.ErrUnsupported or ErrUnsafe).
 func (s *superblock) refuse(kind error, format string, args ...any) error {
-	return &refusal{kind: kind, msg: s.kind + ": needs_recovery set; " + fmt.Sprintf(format, args...) + ", so its bitmaps cannot be trusted"}
+	return &freemap.Refusal{Kind: kind, Msg: s.kind + ": needs_recovery set; " + fmt.Sprintf(format, args...) + ", so its bitmaps cannot be trusted"}
 }
 
 // maxUnionReads caps how many logged copies of bitmaps are read for the

@@ -10,75 +10,80 @@ import (
 	"github.com/prezero/prezero/xfsmap"
 )
 
-// result is what any filesystem parser reports, in the form source needs.
-type result struct {
-	fs        string
-	blockSize int
-	free      *freemap.Map
-	notes     []string
-	detail    string           // shown after "zeroed", e.g. the journal replay
-	journal   *extfsmap.Replay // ext only: the in-memory journal replay
+// Adding a filesystem = one <fs>map package + one row in probes.
+//
+// A row names the filesystem family, gives its package's Probe (magic
+// numbers only, cheap), and a read that calls its package's Read and
+// returns the fields every <fs>map Volume has: FS, BlockSize, Free, Notes.
+// An error from read (freemap.ErrFormat, ErrUnsupported, ErrUnsafe) makes
+// the partition pass through whole, with the error as its reason. Rows are
+// tried in order; the first probe that says yes owns the partition.
+var probes = []probe{
+	{"ext", extfsmap.Probe, func(r io.ReaderAt, size int64, opt Options) (*volume, error) {
+		v, err := extfsmap.ReadWith(r, size, extfsmap.Options{CrossCheck: extfsmap.CrossCheck(opt.CrossCheck)})
+		if err != nil {
+			return nil, err
+		}
+		notes := v.Notes
+		if v.Fallbacks > 0 {
+			notes = append([]string{fmt.Sprintf("%d block groups kept whole (could not be verified)", v.Fallbacks)}, notes...)
+		}
+		vol := &volume{FS: v.FS, BlockSize: v.ClusterSize, Free: v.Free, Notes: notes} // the cluster is ext's allocation unit
+		if v.Journal != nil {                                                          // needs_recovery: replayed in memory
+			vol.Detail, vol.Journal = v.Journal.String(), v.Journal
+		}
+		return vol, nil
+	}},
+	{"ntfs", ntfsmap.Probe, func(r io.ReaderAt, size int64, opt Options) (*volume, error) {
+		v, err := ntfsmap.Read(r, size, ntfsmap.Options{ForceDirty: opt.ForceDirty, NoCrossCheck: opt.CrossCheck == CrossCheckOff})
+		if err != nil {
+			return nil, err
+		}
+		return &volume{FS: v.FS, BlockSize: v.BlockSize, Free: v.Free, Notes: v.Notes}, nil
+	}},
+	{"xfs", xfsmap.Probe, func(r io.ReaderAt, size int64, _ Options) (*volume, error) {
+		v, err := xfsmap.Read(r, size)
+		if err != nil {
+			return nil, err
+		}
+		notes := v.Notes
+		if v.Fallbacks > 0 {
+			notes = append([]string{fmt.Sprintf("%d allocation groups kept whole (could not be verified)", v.Fallbacks)}, notes...)
+		}
+		if v.Log == "covered" {
+			notes = append(notes, "log covered (a frozen or snapshot copy): only superblock updates to replay")
+		}
+		return &volume{FS: v.FS, BlockSize: v.BlockSize, Free: v.Free, Notes: notes}, nil
+	}},
 }
 
-// filesystem is one parser prezero knows.
-type filesystem struct {
-	name  string
-	probe func(r io.ReaderAt, size int64) bool
-	read  func(r io.ReaderAt, size int64, opt Options) (*result, error)
+// probe is one row of the table.
+type probe struct {
+	name  string                                                        // filesystem family, for messages
+	probe func(r io.ReaderAt, size int64) bool                          // the package's Probe
+	read  func(r io.ReaderAt, size int64, opt Options) (*volume, error) // the package's Read, adapted
 }
 
-// filesystems lists the parsers, tried in order. A probe only looks at
-// magic numbers; read does the validation and may refuse.
-var filesystems = []filesystem{
-	{name: "ext", probe: extfsmap.Probe, read: readExt},
-	{name: "ntfs", probe: ntfsmap.Probe, read: readNTFS},
-	{name: "xfs", probe: xfsmap.Probe, read: readXFS},
+// volume is what every <fs>map reports, in the form source needs.
+type volume struct {
+	FS        string       // as blkid names it: "ext4", "ntfs", ...
+	BlockSize int          // allocation unit, bytes
+	Free      *freemap.Map // proven-free ranges; Free.Size() == the partition's size
+	Notes     []string     // fallbacks and warnings
+	Detail    string       // how it was mapped, shown after "zeroed" (a journal replay)
+	Journal   *extfsmap.Replay
 }
 
-func detect(r io.ReaderAt, size int64) *filesystem {
-	for i := range filesystems {
-		if filesystems[i].probe(r, size) {
-			return &filesystems[i]
+// detect returns the row whose probe recognises r, or nil.
+func detect(r io.ReaderAt, size int64) *probe {
+	for i := range probes {
+		if probes[i].probe(r, size) {
+			return &probes[i]
 		}
 	}
 	return nil
 }
 
-func readExt(r io.ReaderAt, size int64, opt Options) (*result, error) {
-	v, err := extfsmap.ReadWith(r, size, extfsmap.Options{CrossCheck: extfsmap.CrossCheck(opt.CrossCheck)})
-	if err != nil {
-		return nil, err
-	}
-	notes := v.Notes
-	if v.Fallbacks > 0 {
-		notes = append([]string{fmt.Sprintf("%d block groups kept whole (could not be verified)", v.Fallbacks)}, notes...)
-	}
-	res := &result{fs: v.Kind, blockSize: v.ClusterSize, free: v.Free, notes: notes, journal: v.Journal}
-	if v.Journal != nil {
-		res.detail = v.Journal.String()
-	}
-	return res, nil
-}
-
-func readNTFS(r io.ReaderAt, size int64, opt Options) (*result, error) {
-	v, err := ntfsmap.Read(r, size, ntfsmap.Options{ForceDirty: opt.ForceDirty, NoCrossCheck: opt.CrossCheck == CrossCheckOff})
-	if err != nil {
-		return nil, err
-	}
-	return &result{fs: "ntfs", blockSize: v.ClusterSize, free: v.Free, notes: v.Warnings}, nil
-}
-
-func readXFS(r io.ReaderAt, size int64, _ Options) (*result, error) {
-	v, err := xfsmap.Read(r, size)
-	if err != nil {
-		return nil, err
-	}
-	notes := v.Notes
-	if v.Fallbacks > 0 {
-		notes = append([]string{fmt.Sprintf("%d allocation groups kept whole (could not be verified)", v.Fallbacks)}, notes...)
-	}
-	if v.Log == "covered" {
-		notes = append(notes, "log covered (a frozen or snapshot copy): only superblock updates to replay")
-	}
-	return &result{fs: v.FS, blockSize: v.BlockSize, free: v.Free, notes: notes}, nil
-}
+// recognise reports whether any row recognises r: layout uses it to guess
+// an image's MBR sector size.
+func recognise(r io.ReaderAt, size int64) bool { return detect(r, size) != nil }

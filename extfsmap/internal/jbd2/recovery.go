@@ -33,30 +33,8 @@ func (l *Log) wrap(pos uint32) uint32 {
 	return pos
 }
 
-// countTags is count_tags: the number of tags in descriptor block b.
-func (l *Log) countTags(b []byte) int {
-	size := len(b)
-	if l.csumV2or3() {
-		size -= tailSize
-	}
-	tb := l.tagBytes()
-	n := 0
-	for p := 12; p+tb <= size; {
-		flags := binary.BigEndian.Uint16(b[p+6:])
-		n++
-		p += tb
-		if flags&flagSameUUID == 0 {
-			p += 16
-		}
-		if flags&flagLastTag != 0 {
-			break
-		}
-	}
-	return n
-}
-
 // tags calls f for each tag of descriptor block b with its flags, home
-// block and checksum, in order.
+// block and checksum, in order: count_tags and the replay loop of jbd2.
 func (l *Log) tags(b []byte, f func(flags uint16, home uint64, csum uint32)) {
 	size := len(b)
 	if l.csumV2or3() {
