@@ -78,25 +78,40 @@ var (
 	crashCache = map[string]*crashCopy{}
 )
 
-// losetup attaches img to a free loop device and returns it.
-func losetup(t testing.TB, img string) string {
+// losetup attaches img to a free loop device and returns it, with a
+// function that detaches it once (also run at cleanup): a device number
+// freed is soon another's, and must not be detached twice.
+func losetup(t testing.TB, img string) (string, func()) {
 	t.Helper()
 	dev := strings.TrimSpace(imgtest.Run(t, "losetup", "-f", "--show", img))
-	t.Cleanup(func() { imgtest.Output("losetup", "-d", dev) })
-	return dev
+	var once sync.Once
+	detach := func() { once.Do(func() { imgtest.Output("losetup", "-d", dev) }) }
+	t.Cleanup(detach)
+	return dev, detach
 }
 
 // mountHash mounts the clean ext image img read-only and hashes its files.
 func mountHash(t testing.TB, img string) map[string]string {
 	t.Helper()
-	dev := losetup(t, img)
+	files, err := tryMountHash(t, img, "ro,noload")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return files
+}
+
+// tryMountHash mounts img with opts and hashes its files, or says why it
+// cannot mount.
+func tryMountHash(t testing.TB, img, opts string) (map[string]string, error) {
+	t.Helper()
+	dev, detach := losetup(t, img)
+	defer detach()
 	dir := t.TempDir()
-	imgtest.Run(t, "mount", "-o", "ro,noload", dev, dir)
-	defer func() {
-		imgtest.Output("umount", dir)
-		imgtest.Output("losetup", "-d", dev)
-	}()
-	return imgtest.HashTree(t, dir)
+	if out, err := imgtest.Output("mount", "-o", opts, dev, dir); err != nil {
+		return nil, fmt.Errorf("mount %s: %v: %s", img, err, out)
+	}
+	defer imgtest.Output("umount", dir)
+	return imgtest.HashTree(t, dir), nil
 }
 
 // buildCrash makes (once) the crash copy of v.
@@ -393,12 +408,10 @@ func replay(t testing.TB, img string, kernel bool) ([]string, map[string]string)
 		report := fsck(t, img)
 		return report, mountHash(t, img)
 	}
-	dev := losetup(t, img)
-	dir := t.TempDir()
-	imgtest.Run(t, "mount", dev, dir)
-	files := imgtest.HashTree(t, dir)
-	imgtest.Run(t, "umount", dir)
-	imgtest.Run(t, "losetup", "-d", dev)
+	files, err := tryMountHash(t, img, "rw") // the kernel replays
+	if err != nil {
+		t.Fatal(err)
+	}
 	return fsck(t, img), files
 }
 
@@ -481,8 +494,15 @@ func TestCrashCopies(t *testing.T) {
 			zf := filepath.Join(t.TempDir(), "zerofree.img")
 			imgtest.CopyFile(t, zf, c.img)
 			imgtest.Run(t, "zerofree", zf)
-			_, zfFiles := replay(t, zf, v.fastCommit)
-			diff := diffTrees(truthFiles, zfFiles)
+			opts := "rw" // with fast commits, the kernel replays
+			if !v.fastCommit {
+				fsck(t, zf)
+				opts = "ro,noload"
+			}
+			diff := "the whole filesystem" // zerofree may leave it unmountable
+			if zfFiles, err := tryMountHash(t, zf, opts); err == nil {
+				diff = diffTrees(truthFiles, zfFiles)
+			}
 			t.Logf("zerofree on the copy: %s", cmpOr(diff, "no loss"))
 			if v.lossy && diff == "" {
 				t.Errorf("zerofree lost nothing on this copy: the test cannot tell a lossy map from a right one")

@@ -142,7 +142,12 @@ func TestNeedsRecoveryCrashCopy(t *testing.T) {
 	src, crash := filepath.Join(dir, "src.img"), filepath.Join(dir, "crash.img")
 	imgtest.Ext(t, src, 24<<20, "-t", "ext4", "-b", "4096")
 	dev := strings.TrimSpace(imgtest.Run(t, "losetup", "-f", "--show", src))
-	t.Cleanup(func() { imgtest.Output("losetup", "-d", dev) })
+	detached := false
+	t.Cleanup(func() {
+		if !detached {
+			imgtest.Output("losetup", "-d", dev)
+		}
+	})
 	mnt := filepath.Join(dir, "mnt")
 	os.Mkdir(mnt, 0o755)
 	imgtest.Run(t, "mount", "-o", "commit=600", dev, mnt)
@@ -160,6 +165,7 @@ func TestNeedsRecoveryCrashCopy(t *testing.T) {
 	imgtest.CopyFile(t, crash, src) // while mounted
 	imgtest.Run(t, "umount", mnt)
 	imgtest.Run(t, "losetup", "-d", dev)
+	detached = true
 
 	out, errOut, code := runPrezero(t, "map", crash)
 	if code != 0 || !strings.Contains(string(out), "zeroed (journal replayed in memory: ") {
