@@ -20,6 +20,7 @@ bench: build
 	./bench/core.sh
 	./bench/backup.sh
 	./bench/restore.sh
+	./bench/nbd.sh
 	./bench/memory.sh
 	./bench/crosscheck.sh
 	./bench/journal.sh
@@ -35,6 +36,9 @@ fuzz:
 	$(FUZZ) -fuzz='^FuzzRecover$$' ./extfsmap/internal/jbd2
 	for f in FuzzRead FuzzBootSector FuzzFixup FuzzRunlist FuzzRecord FuzzScanner; do \
 		$(FUZZ) -fuzz="^$$f\$$" ./ntfsmap || exit 1; done
+	$(FUZZ) -fuzz='^FuzzReplies$$' ./internal/nbd
+	$(FUZZ) -fuzz='^FuzzRead$$' ./fatmap
+	$(FUZZ) -fuzz='^FuzzRead$$' ./exfatmap
 	$(FUZZ) -fuzz='^FuzzRead$$' ./xfsmap
 
 # Static analysis: gofmt, go vet and staticcheck's default checks.

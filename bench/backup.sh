@@ -3,7 +3,7 @@
 # from this one run, so the ratios are comparable on a noisy machine:
 #   1. borg's deduplicated size through prezero, against borg on a copy of
 #      the image zeroed by the peers (zerofree on ext4, ntfsclone -O on
-#      NTFS, xfs_copy -d on XFS). Goal <= 1.00x.
+#      NTFS, xfs_copy -d on XFS, partclone.fat on the ESP). Goal <= 1.00x.
 #   2. borg create time through prezero, against borg on that zeroed copy
 #      as a plain file (goal <= 1.10x) and against borg on the raw image:
 #      borg create run on a prezero mount, and the whole prezero backup
@@ -13,14 +13,16 @@
 # The image: GPT, ext4 1 GiB and NTFS 1 GiB, each mostly free and that free
 # space full of old data (random bytes before mkfs, then big random files
 # written and deleted), a 256 MiB unrecognised partition of random bytes
-# that passes through, and (partition 4) an XFS 1 GiB made like the others. borg runs with prezero's flags
+# that passes through, (partition 4) an XFS 1 GiB made like the others,
+# and (partition 5) a 256 MiB FAT32 EFI system partition. borg runs with prezero's flags
 # (--read-special --sparse --chunker-params fixed,4194304) in every case, a
 # fresh repository (init -e none) and cache for every run; times are the
 # best of 3 runs, with the images in the page cache. The repositories live
 # on tmpfs (/dev/shm, or REPO_DIR), so that borg's fsyncs to a busy disk do
 # not drown the differences in reading (about 3 GiB of memory).
 # Needs root (ntfs-3g, loop mounts), e2fsprogs, ntfs-3g (ntfsclone),
-# zerofree, xfsprogs, fdisk, fuse3, borgbackup, python3, bc.
+# zerofree, xfsprogs, dosfstools, mtools, partclone, fdisk, fuse3,
+# borgbackup, python3, bc.
 # Usage: bench/backup.sh [WORKDIR]   (about 9 GiB of scratch space, ~3 min;
 # KEEP=1 keeps WORKDIR with disk.img and zeroed.img)
 set -euo pipefail
@@ -46,9 +48,10 @@ EXT_MB=${EXT_MB:-1024}
 NTFS_MB=${NTFS_MB:-1024}
 RAW_MB=${RAW_MB:-256}
 XFS_MB=${XFS_MB:-1024}
+ESP_MB=${ESP_MB:-256}
 GONE_MB=${GONE_MB:-640}  # written, then deleted, in each filesystem
 KEEP_MB=${KEEP_MB:-96}   # live files in each filesystem
-DISK_MB=$((1 + EXT_MB + NTFS_MB + RAW_MB + XFS_MB + 1))
+DISK_MB=$((1 + EXT_MB + NTFS_MB + RAW_MB + XFS_MB + ESP_MB + 1))
 
 now() { date +%s.%N; }
 ratio() { echo "scale=2; $1 / $2" | bc -l; }
@@ -99,16 +102,30 @@ umount "$mnt"
 losetup -d "$xfs_loop"
 xfs_loop=""
 
+# ESP: random bytes, mkfs.vfat -F 32, a quarter of it in files through
+# mtools, half of those deleted again.
+head -c "${ESP_MB}M" /dev/urandom >esp.img
+mkfs.vfat -F 32 -n ESP esp.img >/dev/null
+export MTOOLS_SKIP_CHECK=1
+mmd -i esp.img ::/EFI ::/EFI/BOOT ::/gone
+fill_files esp/keep $((ESP_MB / 8))
+fill_files esp/gone $((ESP_MB / 8))
+mcopy -i esp.img esp/keep/* ::/EFI/BOOT/
+mcopy -i esp.img esp/gone/* ::/gone/
+mdeltree -i esp.img ::/gone
+rm -rf esp
+
 truncate -s "${DISK_MB}M" disk.img
-printf 'label: gpt\nstart=1MiB,size=%dMiB,type=L\nsize=%dMiB,type=EBD0A0A2-B9E5-4433-87C0-68B6B72699C7\nsize=%dMiB,type=0FC63DAF-8483-4772-8E79-3D69D8477DE5\nsize=%dMiB,type=L\n' \
-	"$EXT_MB" "$NTFS_MB" "$RAW_MB" "$XFS_MB" | sfdisk -q disk.img
+printf 'label: gpt\nstart=1MiB,size=%dMiB,type=L\nsize=%dMiB,type=EBD0A0A2-B9E5-4433-87C0-68B6B72699C7\nsize=%dMiB,type=0FC63DAF-8483-4772-8E79-3D69D8477DE5\nsize=%dMiB,type=L\nsize=%dMiB,type=U\n' \
+	"$EXT_MB" "$NTFS_MB" "$RAW_MB" "$XFS_MB" "$ESP_MB" | sfdisk -q disk.img
 dd if=ext.img of=disk.img bs=1M seek=1 conv=notrunc status=none
 dd if=ntfs.img of=disk.img bs=1M seek=$((1 + EXT_MB)) conv=notrunc status=none
 head -c "${RAW_MB}M" /dev/urandom | dd of=disk.img bs=1M seek=$((1 + EXT_MB + NTFS_MB)) conv=notrunc iflag=fullblock status=none
 dd if=xfs.img of=disk.img bs=1M seek=$((1 + EXT_MB + NTFS_MB + RAW_MB)) conv=notrunc status=none
+dd if=esp.img of=disk.img bs=1M seek=$((1 + EXT_MB + NTFS_MB + RAW_MB + XFS_MB)) conv=notrunc status=none
 "$pz" map disk.img
 
-echo "== zeroing a copy with zerofree, ntfsclone -O and xfs_copy -d"
+echo "== zeroing a copy with zerofree, ntfsclone -O, xfs_copy -d and partclone.fat"
 cp --sparse=never disk.img zeroed.img
 zerofree ext.img
 dd if=ext.img of=zeroed.img bs=1M seek=1 conv=notrunc status=none
@@ -117,7 +134,10 @@ dd if=ntfs.raw of=zeroed.img bs=1M seek=$((1 + EXT_MB)) conv=notrunc status=none
 xfs_copy -d xfs.img xfs.copy >/dev/null
 truncate -s "${XFS_MB}M" xfs.copy
 dd if=xfs.copy of=zeroed.img bs=1M seek=$((1 + EXT_MB + NTFS_MB + RAW_MB)) conv=notrunc status=none
-rm -f ext.img ntfs.img ntfs.raw xfs.img xfs.copy
+truncate -s "${ESP_MB}M" esp.raw
+partclone.fat -q -b -s esp.img -O esp.raw -L /dev/null >/dev/null 2>&1
+dd if=esp.raw of=zeroed.img bs=1M seek=$((1 + EXT_MB + NTFS_MB + RAW_MB + XFS_MB)) conv=notrunc status=none
+rm -f ext.img ntfs.img ntfs.raw xfs.img xfs.copy esp.img esp.raw
 differ=$("$pz" cat disk.img | cmp -l - zeroed.img | wc -l || true)
 echo "prezero cat and the zeroed copy differ in $differ bytes (zerofree stamps the superblock)"
 
@@ -189,7 +209,7 @@ part_name=("" "ext4, mostly free" "NTFS, mostly free" "unknown, random" "XFS, mo
 echo
 echo "== results (${DISK_MB} MiB image; goals from the issue)"
 printf '%-58s %10s %10s %8s  %s\n' "measure" "prezero" "baseline" "ratio" "goal"
-printf '%-58s %10s %10s %8s  %s\n' "borg dedup size, MiB: vs zerofree+ntfsclone+xfs_copy copy" \
+printf '%-58s %10s %10s %8s  %s\n' "borg dedup size, MiB: vs the peers' zeroed copy" \
 	"$(mib "$dedup_prezero")" "$(mib "$dedup_zeroed")" "$(ratio "$dedup_prezero" "$dedup_zeroed")" "<= 1.00"
 printf '%-58s %10s %10s %8s  %s\n' "borg dedup size, MiB: vs raw image" \
 	"$(mib "$dedup_prezero")" "$(mib "$dedup_raw")" "$(ratio "$dedup_prezero" "$dedup_raw")" "(info)"

@@ -8,7 +8,6 @@ import (
 	"github.com/spf13/pflag"
 	"golang.org/x/term"
 
-	"github.com/prezero/prezero/internal/inuse"
 	"github.com/prezero/prezero/internal/source"
 	"github.com/prezero/prezero/stream"
 )
@@ -16,11 +15,13 @@ import (
 type catOptions struct {
 	forceDirty bool
 	force      bool
+	forceShare bool
 }
 
 func (o *catOptions) AddFlags(f *pflag.FlagSet) {
 	f.BoolVar(&o.force, "force", false, "read a block device even if it (or a partition or device on it) is mounted read-write")
 	addSourceFlags(f, &o.forceDirty)
+	addShareFlag(f, &o.forceShare)
 }
 
 func init() {
@@ -49,13 +50,16 @@ func runCat(ctx context.Context, opts catOptions, args []string) error {
 	if term.IsTerminal(int(os.Stdout.Fd())) {
 		return usagef("refusing to write a binary stream to a terminal; redirect stdout to a file or pipe")
 	}
+	if err := checkShare(opts.forceShare, opts.force); err != nil {
+		return err
+	}
 	if !opts.force {
 		// A live filesystem's bitmap and data disagree: refuse, as mount does.
-		if err := inuse.Check(args[0], inuse.Writable); err != nil {
+		if err := checkInUse(args[0]); err != nil {
 			return err
 		}
 	}
-	src, err := source.Open(args[0], source.Options{ForceDirty: opts.forceDirty, CrossCheck: crossCheckOption()})
+	src, err := source.Open(args[0], source.Options{ForceDirty: opts.forceDirty, CrossCheck: crossCheckOption(), ForceShare: opts.forceShare})
 	if err != nil {
 		return err
 	}
@@ -71,7 +75,7 @@ func runCat(ctx context.Context, opts catOptions, args []string) error {
 	}
 	stream.GrowPipe(os.Stdout)
 	if _, err := stream.Copy(ctx, os.Stdout, r); err != nil {
-		return fmt.Errorf("writing %s of %s: %w", what, args[0], err)
+		return fmt.Errorf("writing %s of %s: %w%s", what, args[0], err, qemuSays(src))
 	}
 	return nil
 }

@@ -11,18 +11,21 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/prezero/prezero/extfsmap"
-	"github.com/prezero/prezero/internal/inuse"
 	"github.com/prezero/prezero/internal/source"
 )
 
 type mapOptions struct {
 	json       bool
 	forceDirty bool
+	force      bool
+	forceShare bool
 }
 
 func (o *mapOptions) AddFlags(f *pflag.FlagSet) {
 	f.BoolVar(&o.json, "json", false, "print the map as JSON")
 	addSourceFlags(f, &o.forceDirty)
+	f.BoolVar(&o.force, "force", false, "with --force-share: map a VM image another process has open for writing")
+	addShareFlag(f, &o.forceShare)
 }
 
 // addSourceFlags adds the options every command that opens a SOURCE shares.
@@ -49,6 +52,8 @@ opened read-only.`,
 // mapJSON is the --json form of map's output.
 type mapJSON struct {
 	Source     string     `json:"source"`
+	Format     string     `json:"format,omitempty"`           // qcow2, ... or nbd; absent for raw
+	KnownZero  *int64     `json:"known_zero_bytes,omitempty"` // NBD sources with block status
 	Size       int64      `json:"size"`
 	Scheme     string     `json:"scheme"`
 	SectorSize int        `json:"sector_size,omitempty"`
@@ -83,10 +88,13 @@ func runMap(ctx context.Context, opts mapOptions, args []string) error {
 	}
 	// map only reads metadata, so a live source is shown, with a warning:
 	// cat, mount and backup refuse it.
-	if err := inuse.Check(args[0], inuse.Writable); err != nil {
+	if err := checkShare(opts.forceShare, opts.force); err != nil {
+		return err
+	}
+	if err := checkInUse(args[0]); err != nil {
 		fmt.Fprintf(os.Stderr, "prezero map: warning: %v\n", err)
 	}
-	src, err := source.Open(args[0], source.Options{ForceDirty: opts.forceDirty, CrossCheck: crossCheckOption()})
+	src, err := source.Open(args[0], source.Options{ForceDirty: opts.forceDirty, CrossCheck: crossCheckOption(), ForceShare: opts.forceShare})
 	if err != nil {
 		return err
 	}
@@ -105,7 +113,11 @@ func buildMapJSON(src *source.Source) mapJSON {
 	m := mapJSON{
 		Source: src.Path, Size: src.Size, Scheme: string(src.Layout.Scheme),
 		SectorSize: src.Layout.SectorSize, Notes: src.Layout.Notes,
-		Partitions: []partJSON{},
+		Partitions: []partJSON{}, Format: src.Format,
+	}
+	if src.KnownZero != nil {
+		n := src.KnownZero.FreeBytes()
+		m.KnownZero = &n
 	}
 	for _, p := range src.Parts {
 		free := p.Free.FreeBytes()
@@ -116,7 +128,7 @@ func buildMapJSON(src *source.Source) mapJSON {
 			Journal: p.Journal,
 		})
 	}
-	m.Zeroable = src.Disk().Free().FreeBytes()
+	m.Zeroable = src.Zeroable()
 	m.Used = src.Size - m.Zeroable
 	return m
 }
@@ -127,6 +139,17 @@ func printMap(w io.Writer, m mapJSON) {
 		fmt.Fprintf(w, " (%d-byte sectors)", m.SectorSize)
 	}
 	fmt.Fprintln(w)
+	if m.Format != "" {
+		known := "the server gives no allocation information"
+		if m.KnownZero != nil {
+			known = fmt.Sprintf("%s reported as zeros (unallocated), not read", human(*m.KnownZero))
+		}
+		via := "a " + m.Format + " image read through qemu-nbd"
+		if m.Format == "nbd" {
+			via = "an NBD export"
+		}
+		fmt.Fprintf(w, "source: %s; %s\n", via, known)
+	}
 	for _, n := range m.Notes {
 		fmt.Fprintf(w, "note: %s\n", n)
 	}

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/prezero/prezero/internal/source"
 )
 
 // readyEnv names the descriptor on which a background mount server reports
@@ -33,6 +35,10 @@ func readyPipe() (*os.File, bool) {
 	if err != nil || fd < 3 {
 		return nil, false
 	}
+	// Inherited without close-on-exec: set it, or children such as
+	// qemu-nbd would hold the pipe open and the starting command would
+	// wait for them.
+	syscall.CloseOnExec(fd)
 	return os.NewFile(uintptr(fd), "ready"), true
 }
 
@@ -154,7 +160,7 @@ func childArgs(o mountOptions, src, dir string) []string {
 	for _, f := range []struct {
 		on   bool
 		name string
-	}{{o.allowOther, "--allow-other"}, {o.force, "--force"}, {o.forceDirty, "--force-dirty"}} {
+	}{{o.allowOther, "--allow-other"}, {o.force, "--force"}, {o.forceDirty, "--force-dirty"}, {o.forceShare, "--force-share"}} {
 		if f.on {
 			args = append(args, f.name)
 		}
@@ -166,6 +172,9 @@ func childArgs(o mountOptions, src, dir string) []string {
 }
 
 func absPath(p string) string {
+	if source.IsURI(p) {
+		return p
+	}
 	if a, err := filepath.Abs(p); err == nil {
 		return a
 	}

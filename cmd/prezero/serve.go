@@ -3,7 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -14,7 +13,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/prezero/prezero/fusefs"
-	"github.com/prezero/prezero/internal/inuse"
 	"github.com/prezero/prezero/internal/source"
 	"github.com/prezero/prezero/internal/srcwatch"
 )
@@ -23,6 +21,7 @@ import (
 type serveOptions struct {
 	forceDirty bool
 	force      bool
+	forceShare bool
 	holeAlign  byteSize
 	allowOther bool
 	debug      bool
@@ -33,6 +32,7 @@ func (o *serveOptions) AddFlags(f *pflag.FlagSet) {
 	f.Var(&o.holeAlign, "hole-align", "report holes (SEEK_HOLE) only for whole free windows of this size; match borg's chunk size")
 	f.BoolVar(&o.force, "force", false, "read a block device even if it (or a partition or device on it) is mounted read-write")
 	addSourceFlags(f, &o.forceDirty)
+	addShareFlag(f, &o.forceShare)
 }
 
 // served is a SOURCE mounted on a directory by this process.
@@ -47,30 +47,41 @@ type served struct {
 // serve checks, opens and maps path and mounts its streams on dir: disk.img,
 // header.img and partN.img, numbered as 'prezero map' shows.
 func serve(path, dir string, o serveOptions, logf func(string, ...any)) (*served, error) {
+	if err := checkShare(o.forceShare, o.force); err != nil {
+		return nil, err
+	}
 	if !o.force {
-		if err := inuse.Check(path, inuse.Writable); err != nil {
+		if err := checkInUse(path); err != nil {
 			return nil, err
 		}
 	}
 	// The watch is opened before the maps are read, so that a change while
-	// they are read is caught too.
-	w, err := srcwatch.Open(path)
-	if err != nil {
-		return nil, err
+	// they are read is caught too. An NBD export has no file to watch:
+	// its server must export a stable view (a snapshot, a libvirt backup).
+	var w *srcwatch.Watch
+	if !source.IsURI(path) {
+		var err error
+		if w, err = srcwatch.Open(path); err != nil {
+			return nil, err
+		}
 	}
-	src, err := source.Open(path, source.Options{ForceDirty: o.forceDirty, CrossCheck: crossCheckOption()})
+	src, err := source.Open(path, source.Options{ForceDirty: o.forceDirty, CrossCheck: crossCheckOption(), ForceShare: o.forceShare})
 	if err != nil {
-		w.Close()
+		if w != nil {
+			w.Close()
+		}
 		return nil, err
 	}
 	s := &served{dir: dir, src: src, watch: w}
-	if err := w.Same(src.File()); err != nil {
-		s.close()
-		return nil, err
-	}
-	if err := w.Check(); err != nil {
-		s.close()
-		return nil, fmt.Errorf("%w while its maps were read; try again on a quiet source or a snapshot", err)
+	if w != nil {
+		if err := w.Same(src.File()); err != nil {
+			s.close()
+			return nil, err
+		}
+		if err := w.Check(); err != nil {
+			s.close()
+			return nil, fmt.Errorf("%w while its maps were read; try again on a quiet source or a snapshot", err)
+		}
 	}
 	for _, p := range src.Parts {
 		for _, n := range p.Notes {
@@ -81,11 +92,15 @@ func serve(path, dir string, o serveOptions, logf func(string, ...any)) (*served
 	for _, p := range src.Files() {
 		s.files = append(s.files, fusefs.File{Name: "part" + strconv.Itoa(p.Number) + ".img", Stream: p.Stream})
 	}
-	abs, _ := filepath.Abs(path)
+	abs := absPath(path)
+	var check func() error
+	if w != nil {
+		check = w.Check
+	}
 	s.server, err = fusefs.Mount(dir, s.files, fusefs.Options{
 		HoleAlign:  int64(o.holeAlign),
 		Time:       time.Now(),
-		Check:      w.Check,
+		Check:      check,
 		Logf:       logf,
 		FsName:     abs,
 		AllowOther: o.allowOther,
@@ -132,7 +147,9 @@ func (s *served) unmount() error {
 // close releases the source; the mount must be gone.
 func (s *served) close() {
 	s.src.Close()
-	s.watch.Close()
+	if s.watch != nil {
+		s.watch.Close()
+	}
 }
 
 // unmountDir unmounts a FUSE mount as root with umount2(2), otherwise with

@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/prezero/prezero/exfatmap"
 	"github.com/prezero/prezero/extfsmap"
+	"github.com/prezero/prezero/fatmap"
 	"github.com/prezero/prezero/freemap"
 	"github.com/prezero/prezero/ntfsmap"
 	"github.com/prezero/prezero/xfsmap"
@@ -54,6 +56,21 @@ var probes = []probe{
 			notes = append(notes, "log covered (a frozen or snapshot copy): only superblock updates to replay")
 		}
 		return &volume{FS: v.FS, BlockSize: v.BlockSize, Free: v.Free, Notes: notes}, nil
+	}},
+	{"exfat", exfatmap.Probe, func(r io.ReaderAt, size int64, _ Options) (*volume, error) {
+		v, err := exfatmap.Read(r, size)
+		if err != nil {
+			return nil, err
+		}
+		return &volume{FS: v.FS, BlockSize: v.BlockSize, Free: v.Free, Notes: v.Notes}, nil
+	}},
+	// After ntfs and exfat, whose boot sectors also have a jump and 0x55AA.
+	{"vfat", fatmap.Probe, func(r io.ReaderAt, size int64, _ Options) (*volume, error) {
+		v, err := fatmap.Read(r, size)
+		if err != nil {
+			return nil, err
+		}
+		return &volume{FS: v.FS, BlockSize: v.BlockSize, Free: v.Free, Notes: v.Notes}, nil
 	}},
 }
 

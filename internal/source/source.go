@@ -1,5 +1,7 @@
 // Package source opens what the user wants backed up (an image file or a
-// block device, always O_RDONLY), finds its partitions with layout, maps each
+// block device, always O_RDONLY; a VM image such as qcow2, vmdk or vhdx
+// through a private read-only qemu-nbd; or an NBD export named by an
+// nbd:// or nbd+unix:// URI), finds its partitions with layout, maps each
 // one with the filesystem parser that recognises it (extfsmap, ntfsmap), and
 // assembles the streams every consumer reads: the whole disk, the header
 // before the first partition, and each partition, all through stream.Reader.
@@ -14,9 +16,14 @@
 //
 // Filesystems are found through the probe table in detect.go: adding one is
 // one <fs>map package and one row there.
+//
+// Ranges an NBD server reports as reading as zeros (block status
+// NBD_STATE_ZERO) are added to every stream's free map, whatever the
+// partition: stream then neither reads them nor reports them as data.
 package source
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -29,6 +36,7 @@ import (
 	"github.com/prezero/prezero/extfsmap"
 	"github.com/prezero/prezero/freemap"
 	"github.com/prezero/prezero/internal/layout"
+	"github.com/prezero/prezero/internal/nbd"
 	"github.com/prezero/prezero/stream"
 )
 
@@ -36,6 +44,7 @@ import (
 type Options struct {
 	ForceDirty bool       // zero dirty NTFS volumes too (never hibernated ones)
 	CrossCheck CrossCheck // check bitmaps against the files that use them
+	ForceShare bool       // open a VM image even if another process (a VM) has it open for writing
 }
 
 // CrossCheck chooses whether parsers check their allocation bitmaps against
@@ -58,9 +67,20 @@ type Source struct {
 	Layout *layout.Layout
 	Parts  []*Part // in table order; containers included, see Part.Container
 
-	f      *os.File
-	disk   *stream.Reader
-	header *stream.Reader
+	// Format is "" for a raw file or block device, qemu's format name
+	// (qcow2, vmdk, ...) for a VM image read through qemu-nbd, and "nbd"
+	// for an NBD URI.
+	Format string
+	// KnownZero holds the ranges the NBD server reported as reading as
+	// zeros; nil for raw sources. They are free in every stream.
+	KnownZero *freemap.Map
+
+	f        *os.File
+	nbd      *nbd.Client
+	qemu     *nbd.Qemu
+	zeroable int64 // bytes the parsers proved free
+	disk     *stream.Reader
+	header   *stream.Reader
 }
 
 // Part is one partition (or the bare filesystem) with its map.
@@ -91,11 +111,52 @@ func (p *Part) Status() string {
 // Used returns the bytes of the partition that are served from the source.
 func (p *Part) Used() int64 { return p.Stream.Size() - p.Free.FreeBytes() }
 
-// Open opens path read-only and maps it.
+// IsURI reports whether a SOURCE argument is an NBD URI, not a path.
+func IsURI(path string) bool { return nbd.IsURI(path) }
+
+// Open opens path read-only and maps it: an NBD URI, a VM image through
+// qemu-nbd, or a raw image file or block device as it is.
 func Open(path string, opt Options) (*Source, error) {
+	if nbd.IsURI(path) {
+		a, err := nbd.ParseURI(path)
+		if err != nil {
+			return nil, err
+		}
+		c, err := nbd.Dial(context.Background(), a)
+		if err != nil {
+			return nil, err
+		}
+		s, err := openNBD(c, path, opt)
+		if err != nil {
+			c.Close()
+			return nil, err
+		}
+		s.Format = "nbd"
+		return s, nil
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
+	}
+	info, err := probeImage(f, path)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if info != nil {
+		q, err := nbd.StartQemu(context.Background(), path, nbd.QemuOptions{Format: info.Format, ForceShare: opt.ForceShare})
+		if err != nil {
+			f.Close()
+			return nil, err
+		}
+		s, err := openNBD(q.Client, path, opt)
+		if err != nil {
+			q.Close()
+			f.Close()
+			return nil, fmt.Errorf("%w%s", err, QemuSays(q))
+		}
+		s.Format, s.qemu, s.f = info.Format, q, f
+		return s, nil
 	}
 	s, err := New(f, path, opt)
 	if err != nil {
@@ -130,20 +191,29 @@ func New(f *os.File, path string, opt Options) (*Source, error) {
 		}
 		ss = n
 	}
-	return build(f, path, size, ss, opt)
+	return build(f, path, size, ss, nil, opt)
 }
 
 // build is New over any io.ReaderAt; ss is a block device's logical sector
-// size, or 0.
-func build(r io.ReaderAt, path string, size int64, ss int, opt Options) (*Source, error) {
+// size, or 0. kz, if not nil, holds the ranges known to read as zeros:
+// they are never read, by the parsers either.
+func build(r io.ReaderAt, path string, size int64, ss int, kz *freemap.Map, opt Options) (*Source, error) {
+	if kz != nil {
+		r = stream.New(r, size, kz)
+	}
 	l, err := layout.ReadOptions(r, size, layout.Options{SectorSize: ss, Recognise: recognise})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	s := &Source{Path: path, Size: size, Layout: l}
+	s := &Source{Path: path, Size: size, Layout: l, KnownZero: kz}
 	markOverlaps(l.Partitions)
 	for _, lp := range l.Partitions {
-		s.Parts = append(s.Parts, mapPart(r, size, lp, l.Meta, opt))
+		p := mapPart(r, size, lp, l.Meta, opt)
+		if kz != nil {
+			start, n := lp.Clip(size)
+			p.Stream = stream.New(io.NewSectionReader(r, start, n), n, withKnownZero(p.Free, kz, start, n))
+		}
+		s.Parts = append(s.Parts, p)
 	}
 
 	disk := freemap.NewBuilder(size)
@@ -161,9 +231,41 @@ func build(r io.ReaderAt, path string, size int64, ss int, opt Options) (*Source
 	if l.Scheme == layout.Bare {
 		first = 0
 	}
-	s.disk = stream.New(r, size, disk.Map())
-	s.header = stream.New(r, first, freemap.NewBuilder(first).Map())
+	free := disk.Map()
+	s.zeroable = free.FreeBytes()
+	s.disk = stream.New(r, size, withKnownZero(free, kz, 0, size))
+	s.header = stream.New(r, first, withKnownZero(freemap.NewBuilder(first).Map(), kz, 0, first))
 	return s, nil
+}
+
+// Zeroable returns the bytes the filesystem parsers proved free: what
+// prezero saves over reading the source as it is. Known zeros are not
+// counted (they are zeros in the source too).
+func (s *Source) Zeroable() int64 { return s.zeroable }
+
+// Transferred returns, for an NBD source, the bytes asked of the server
+// and the data bytes it sent so far.
+func (s *Source) Transferred() (requested, received int64) {
+	if s.nbd == nil {
+		return 0, 0
+	}
+	return s.nbd.Requested(), s.nbd.Received()
+}
+
+// Server returns the qemu-nbd process serving a VM image, or nil.
+func (s *Source) Server() *nbd.Qemu { return s.qemu }
+
+// QemuSays returns what qemu-nbd wrote to stderr, one "qemu-nbd says:" line
+// each, to add to an error; "" if q is nil or said nothing.
+func QemuSays(q *nbd.Qemu) string {
+	if q == nil {
+		return ""
+	}
+	msg := strings.TrimSpace(q.Stderr())
+	if msg == "" {
+		return ""
+	}
+	return "\nqemu-nbd says: " + strings.ReplaceAll(msg, "\n", "\nqemu-nbd says: ")
 }
 
 // mapPart detects and maps one partition; the table sectors meta are kept.
@@ -248,15 +350,26 @@ func markOverlaps(ps []layout.Partition) {
 	}
 }
 
-// Close closes the source file, if Open opened it.
+// Close closes what Open opened: the source file, the NBD connection, and
+// stops the qemu-nbd it started.
 func (s *Source) Close() error {
-	if s.f == nil {
-		return nil
+	var err error
+	switch {
+	case s.qemu != nil:
+		err = s.qemu.Close()
+	case s.nbd != nil:
+		err = s.nbd.Close()
 	}
-	return s.f.Close()
+	if s.f != nil {
+		if ferr := s.f.Close(); err == nil {
+			err = ferr
+		}
+	}
+	return err
 }
 
-// File returns the opened source file, or nil.
+// File returns the opened source file (for a VM image, the image file),
+// or nil for an NBD URI.
 func (s *Source) File() *os.File { return s.f }
 
 // Disk returns the whole source with every zeroed partition's free space zero.

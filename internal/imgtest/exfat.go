@@ -1,0 +1,159 @@
+package imgtest
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// loopSector attaches img to a new loop device (with sectorSize-byte logical
+// sectors if not 0) and returns the device; it is detached at cleanup or
+// by calling detach. Needs root.
+func loopSector(t testing.TB, img string, sectorSize int) (dev string, detach func()) {
+	t.Helper()
+	NeedRoot(t)
+	Need(t, "losetup")
+	args := []string{"-f", "--show"}
+	if sectorSize != 0 {
+		args = append(args, "--sector-size", fmt.Sprint(sectorSize))
+	}
+	dev = strings.TrimSpace(Run(t, "losetup", append(args, img)...))
+	abs, _ := filepath.Abs(img)
+	done := false
+	detach = func() {
+		if done {
+			return
+		}
+		done = true
+		// Detach only while the device still serves this image: a loop
+		// device is shared, and another may have taken the number.
+		back, err := Output("losetup", "-n", "-O", "BACK-FILE", "-l", dev)
+		if err != nil || strings.TrimSpace(back) != abs {
+			t.Logf("loop device %s no longer serves %s (%q); not detaching it", dev, abs, strings.TrimSpace(back))
+			return
+		}
+		if out, err := Output("losetup", "-d", dev); err != nil {
+			t.Errorf("losetup -d %s: %v\n%s", dev, err, out)
+		}
+	}
+	t.Cleanup(detach)
+	return dev, detach
+}
+
+// MountExFAT mounts the exFAT image img on mnt through a loop device and
+// exfat-fuse (which works on a block device, not on a plain file),
+// read-only if ro. The returned function unmounts, waits for exfat-fuse to
+// exit (so every write has reached the image) and detaches the loop
+// device; it also runs at cleanup.
+func MountExFAT(t testing.TB, img, mnt string, sectorSize int, ro bool) (unmount func()) {
+	t.Helper()
+	Need(t, "mount.exfat-fuse", "fusermount")
+	dev, detach := loopSector(t, img, sectorSize)
+	args := []string{"-d"} // -d: stay in the foreground, so Wait tells when it is done
+	if ro {
+		args = append(args, "-o", "ro")
+	}
+	cmd := exec.Command("mount.exfat-fuse", append(args, dev, mnt)...)
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = io.Discard, &limitedWriter{&out, 4096}
+	if err := cmd.Start(); err != nil {
+		detach()
+		t.Fatalf("mount.exfat-fuse: %v", err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	abs, _ := filepath.Abs(mnt)
+	deadline := time.Now().Add(20 * time.Second)
+	for !isMounted(abs) {
+		select {
+		case err := <-exited:
+			detach()
+			t.Fatalf("mount.exfat-fuse %s %s exited before mounting: %v\n%s", dev, mnt, err, out.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			_ = cmd.Process.Kill()
+			detach()
+			t.Fatalf("mount.exfat-fuse %s %s: not mounted after 20s\n%s", dev, mnt, out.String())
+		}
+	}
+	done := false
+	unmount = func() {
+		t.Helper()
+		if done {
+			return
+		}
+		done = true
+		defer detach()
+		var err error
+		for range 50 {
+			if _, err = Output("fusermount", "-u", abs); err == nil {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if err != nil {
+			t.Errorf("fusermount -u %s: %v", abs, err)
+			_ = cmd.Process.Kill()
+		}
+		select {
+		case <-exited:
+		case <-time.After(60 * time.Second):
+			_ = cmd.Process.Kill()
+			<-exited
+			t.Errorf("exfat-fuse did not exit after unmount\n%s", out.String())
+		}
+	}
+	t.Cleanup(unmount)
+	return unmount
+}
+
+// limitedWriter keeps the first n bytes written to it.
+type limitedWriter struct {
+	w *strings.Builder
+	n int
+}
+
+func (l *limitedWriter) Write(p []byte) (int, error) {
+	if k := min(len(p), l.n-l.w.Len()); k > 0 {
+		l.w.Write(p[:k])
+	}
+	return len(p), nil
+}
+
+// ExFAT makes an exFAT filesystem the hard way in a new size-byte file: the
+// file is filled with random bytes, mkfs.exfat formats it (through a loop
+// device with sectorSize-byte sectors if sectorSize is not 0), exfat-fuse
+// writes FATFiles(size) and deletes the "del" files again, leaving their
+// data behind in free clusters. It returns the sha256 of every remaining
+// file by path. Needs root.
+func ExFAT(t testing.TB, img string, size int64, sectorSize int, mkfsArgs ...string) map[string]string {
+	t.Helper()
+	Need(t, "mkfs.exfat")
+	RandomFile(t, img, size)
+	dev, detach := loopSector(t, img, sectorSize)
+	Run(t, "mkfs.exfat", append(append([]string{}, mkfsArgs...), dev)...)
+	detach()
+	mnt := t.TempDir()
+	unmount := MountExFAT(t, img, mnt, sectorSize, false)
+	files := map[string]int64{}
+	for _, f := range FATFiles(size) {
+		files[f.Path] = f.Size
+	}
+	WriteRandomFiles(t, mnt, files)
+	for p := range files {
+		if strings.HasPrefix(filepath.Base(p), "del") {
+			if err := os.Remove(filepath.Join(mnt, p)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	hashes := HashTree(t, mnt)
+	unmount()
+	return hashes
+}
