@@ -23,6 +23,7 @@ bench: build
 	./bench/nbd.sh
 	./bench/memory.sh
 	./bench/crosscheck.sh
+	./bench/journal.sh
 
 # Short fuzzing runs of every on-disk parser (FUZZTIME each). Large seed
 # images make Go's input minimisation slow, hence -fuzzminimizetime.
@@ -32,6 +33,7 @@ fuzz:
 	$(FUZZ) -fuzz='^FuzzRead$$' ./internal/layout    # MBR, EBR, GPT, backup GPT writer
 	$(FUZZ) -fuzz='^FuzzRead$$' ./extfsmap
 	$(FUZZ) -fuzz='^FuzzPatch$$' ./extfsmap
+	$(FUZZ) -fuzz='^FuzzRecover$$' ./extfsmap/internal/jbd2
 	for f in FuzzRead FuzzBootSector FuzzFixup FuzzRunlist FuzzRecord FuzzScanner; do \
 		$(FUZZ) -fuzz="^$$f\$$" ./ntfsmap || exit 1; done
 	$(FUZZ) -fuzz='^FuzzReplies$$' ./internal/nbd

@@ -26,10 +26,13 @@
 //     than it is not trusted) and the group 1 backup superblock (its
 //     layout-defining fields must agree with the primary's).
 //   - Whatever makes the bitmaps' meaning uncertain fails the whole volume:
-//     an unknown INCOMPAT or RO_COMPAT feature, a journal needing recovery,
-//     an unclean or MMP-busy filesystem, a filesystem larger than its
+//     an unknown INCOMPAT or RO_COMPAT feature, an unclean or MMP-busy
+//     filesystem, a filesystem larger than its
 //     volume, a corrupt superblock. The caller then passes the whole volume
 //     through.
+//   - A journal needing recovery (needs_recovery) is replayed in memory and
+//     the union of every version of each bitmap it holds is kept used; see
+//     journal.go. What cannot be replayed safely passes through.
 //
 // The result matches zerofree(8): on consistent filesystems the zeroed stream
 // equals a zerofree'd copy byte for byte, except for the superblock fields
@@ -77,6 +80,7 @@ type Volume struct {
 	Fallbacks   int          // groups treated as fully used because something could not be trusted
 	Notes       []string     // reasons for the fallbacks and other remarks, capped
 	CrossCheck  CrossCheckResult
+	Journal     *Replay // the in-memory journal replay, when needs_recovery is set
 }
 
 // Read maps the filesystem in r, a volume of size bytes, with the default
@@ -88,6 +92,11 @@ func Read(r io.ReaderAt, size int64) (*Volume, error) {
 
 // ReadWith is Read with options.
 func ReadWith(r io.ReaderAt, size int64, opt Options) (*Volume, error) {
+	return read(r, size, opt, nil)
+}
+
+// read is ReadWith; j is the replay being mapped (r then reads through it).
+func read(r io.ReaderAt, size int64, opt Options, j *journalState) (*Volume, error) {
 	if size < sbOffset+sbSize {
 		return nil, freemap.Formatf(0, "ext: volume of %d bytes is too small to hold a superblock", size)
 	}
@@ -101,6 +110,9 @@ func ReadWith(r io.ReaderAt, size int64, opt Options) (*Volume, error) {
 	}
 	if err := s.checkBackup(r, b); err != nil {
 		return nil, err
+	}
+	if s.incompat&incompatRecover != 0 && j == nil {
+		return readRecovering(r, size, b, s, opt) // journal.go
 	}
 	m := &mapper{r: r, s: s, out: freemap.NewBuilder(size)}
 	if s.state&stateErrors != 0 {

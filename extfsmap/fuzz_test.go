@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/prezero/prezero/freemap"
+	"github.com/prezero/prezero/internal/imgtest"
 )
 
 // seedImages returns the decompressed testdata/*.img.gz images by name.
@@ -65,6 +66,61 @@ func TestSeeds(t *testing.T) {
 	}
 }
 
+// crashSeed returns testdata/crash/NAME.img.gz: a crash-consistent copy
+// whose journal needs replaying (made by mkcrash.sh there): crash-ext4, or
+// crash-fc with fast commits.
+func crashSeed(t testing.TB, name string) []byte {
+	t.Helper()
+	f, err := os.Open(filepath.Join("testdata", "crash", name+".img.gz"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestCrashSeed maps the committed crash copies through their journals:
+// every byte zeroed is free both in the on-disk bitmaps and after e2fsck
+// replays the journal.
+func TestCrashSeed(t *testing.T) {
+	for _, name := range []string{"crash-ext4", "crash-fc"} {
+		t.Run(name, func(t *testing.T) {
+			img := crashSeed(t, name)
+			size := int64(len(img))
+			vol, err := Read(bytes.NewReader(img), size)
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkInvariants(t, vol, size)
+			if vol.Journal == nil || vol.Journal.Transactions == 0 {
+				t.Fatalf("no replay: %+v", vol.Journal)
+			}
+			if fc := name == "crash-fc"; vol.Journal.FastCommit != fc {
+				t.Errorf("FastCommit %v, want %v", vol.Journal.FastCommit, fc)
+			}
+			imgtest.Need(t, "e2fsck", "dumpe2fs")
+			p := filepath.Join(t.TempDir(), "crash.img")
+			if err := os.WriteFile(p, img, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if off := notFree(vol.Free, dumpFree(t, p, size)); off >= 0 {
+				t.Errorf("byte %d zeroed but used in the on-disk bitmaps", off)
+			}
+			if off := notFree(vol.Free, replayedFree(t, img)); off >= 0 {
+				t.Errorf("byte %d zeroed but used after replay", off)
+			}
+		})
+	}
+}
+
 // FuzzRead checks that Read never panics, fails only with freemap's ErrFormat,
 // ErrUnsupported or ErrUnsafe (every read it makes is inside the volume), and that every
 // free extent lies inside the filesystem and outside the boot block and
@@ -74,6 +130,8 @@ func FuzzRead(f *testing.F) {
 	for _, name := range slices.Sorted(maps.Keys(imgs)) {
 		f.Add(imgs[name])
 	}
+	f.Add(crashSeed(f, "crash-ext4"))
+	f.Add(crashSeed(f, "crash-fc"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		size := int64(len(data))
 		r := bytes.NewReader(data)
@@ -123,6 +181,8 @@ func (o *overlay) ReadAt(p []byte, off int64) (int, error) {
 // mutations hit metadata rather than file data. Same checks as FuzzRead.
 func FuzzPatch(f *testing.F) {
 	imgs := seedImages(f)
+	imgs["crash-ext4"] = crashSeed(f, "crash-ext4")
+	imgs["crash-fc"] = crashSeed(f, "crash-fc")
 	names := slices.Sorted(maps.Keys(imgs))
 	f.Add(uint8(0), uint32(1024+0x38), []byte{0x53, 0xef})
 	f.Add(uint8(1), uint32(1024+0x60), []byte{0x10})

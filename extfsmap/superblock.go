@@ -214,9 +214,6 @@ func parseSuperblock(b []byte, size int64) (*superblock, error) {
 	if x := s.roCompat &^ knownROCompat; x != 0 {
 		return nil, s.unsupported("unknown RO_COMPAT feature %#x (%s)", x, roCompatNames(x))
 	}
-	if s.incompat&incompatRecover != 0 {
-		return nil, s.unsafe("needs_recovery set: the journal holds transactions not yet applied to the bitmaps (mounted, or not cleanly unmounted); mount and unmount it, or run e2fsck, first")
-	}
 	s.metadataCsum = s.roCompat&roCompatMetadataCsum != 0
 	s.gdtCsum = s.metadataCsum || s.roCompat&roCompatGDTCsum != 0
 	if s.metadataCsum {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/prezero/prezero/extfsmap"
 	"github.com/prezero/prezero/internal/source"
 )
 
@@ -78,6 +79,8 @@ type partJSON struct {
 	Zeroed    bool     `json:"zeroed"`
 	Status    string   `json:"status"`
 	Notes     []string `json:"notes,omitempty"`
+	// Journal: an ext3/ext4 journal replayed in memory (needs_recovery).
+	Journal *extfsmap.Replay `json:"journal,omitempty"`
 }
 
 func runMap(ctx context.Context, opts mapOptions, args []string) error {
@@ -126,6 +129,7 @@ func buildMapJSON(src *source.Source) mapJSON {
 			Number: p.Number, Start: p.Start, Size: p.Size, Type: p.Type, TypeName: p.TypeName,
 			Name: p.Name, Container: p.Container, FS: p.FS, BlockSize: p.BlockSize,
 			Used: p.Used(), Zeroable: free, Zeroed: p.Zeroed, Status: p.Status(), Notes: p.Notes,
+			Journal: p.Journal,
 		})
 	}
 	m.Zeroable = src.Zeroable()

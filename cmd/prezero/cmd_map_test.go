@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -130,13 +131,91 @@ func TestBadArguments(t *testing.T) {
 	}
 }
 
-// An ext4 whose journal needs recovery passes through whole, and map says why.
-func TestNeedsRecoveryPassesThrough(t *testing.T) {
+// A crash-consistent copy of a mounted ext4 (needs_recovery set, fsync'd
+// files only in the journal) is zeroed through an in-memory journal
+// replay: map says so, --json carries the figures, and cat's stream,
+// replayed by e2fsck, holds every fsync'd file.
+func TestNeedsRecoveryCrashCopy(t *testing.T) {
+	imgtest.NeedRoot(t)
+	imgtest.Need(t, "losetup", "mkfs.ext4", "mount", "umount", "e2fsck")
+	dir := t.TempDir()
+	src, crash := filepath.Join(dir, "src.img"), filepath.Join(dir, "crash.img")
+	imgtest.Ext(t, src, 24<<20, "-t", "ext4", "-b", "4096")
+	dev := strings.TrimSpace(imgtest.Run(t, "losetup", "-f", "--show", src))
+	detached := false
+	t.Cleanup(func() {
+		if !detached {
+			imgtest.Output("losetup", "-d", dev)
+		}
+	})
+	mnt := filepath.Join(dir, "mnt")
+	os.Mkdir(mnt, 0o755)
+	imgtest.Run(t, "mount", "-o", "commit=600", dev, mnt)
+	files := map[string]int64{"a": 700 << 10, "b/c": 1 << 20, "b/d": 5000}
+	imgtest.WriteRandomFiles(t, mnt, files)
+	for name := range files {
+		f, err := os.OpenFile(filepath.Join(mnt, name), os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Sync()
+		f.Close()
+	}
+	want := imgtest.HashTree(t, mnt)
+	imgtest.CopyFile(t, crash, src) // while mounted
+	imgtest.Run(t, "umount", mnt)
+	imgtest.Run(t, "losetup", "-d", dev)
+	detached = true
+
+	out, errOut, code := runPrezero(t, "map", crash)
+	if code != 0 || !strings.Contains(string(out), "zeroed (journal replayed in memory: ") {
+		t.Fatalf("map: exit %d\n%s%s", code, out, errOut)
+	}
+	js, _, _ := runPrezero(t, "map", "--json", crash)
+	var m struct {
+		Partitions []struct {
+			Journal *struct {
+				Transactions int `json:"transactions"`
+				Blocks       int `json:"blocks"`
+			} `json:"journal"`
+		} `json:"partitions"`
+	}
+	if err := json.Unmarshal(js, &m); err != nil || len(m.Partitions) != 1 || m.Partitions[0].Journal == nil ||
+		m.Partitions[0].Journal.Transactions == 0 || m.Partitions[0].Journal.Blocks == 0 {
+		t.Fatalf("map --json carries no journal figures (%v):\n%s", err, js)
+	}
+	stream, errOut, code := runPrezero(t, "cat", crash)
+	if code != 0 || bytes.Equal(stream, readFile(t, crash)) {
+		t.Fatalf("cat (exit %d) did not zero anything: %s", code, errOut)
+	}
+	z := filepath.Join(dir, "z.img")
+	if err := os.WriteFile(z, stream, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := imgtest.Output("e2fsck", "-fy", z); err != nil && !strings.Contains(err.Error(), "exit status 1") {
+		t.Fatalf("e2fsck -fy on the stream: %v\n%s", err, out)
+	}
+	zdev := strings.TrimSpace(imgtest.Run(t, "losetup", "-f", "--show", z))
+	t.Cleanup(func() { imgtest.Output("losetup", "-d", zdev) })
+	imgtest.Run(t, "mount", "-o", "ro", zdev, mnt)
+	got := imgtest.HashTree(t, mnt)
+	imgtest.Run(t, "umount", mnt)
+	for name := range files {
+		if got[name] != want[name] || want[name] == "" {
+			t.Errorf("%s: %q in the replayed stream, %q in the mounted source", name, got[name], want[name])
+		}
+	}
+}
+
+// An ext4 needing recovery whose journal is on an external device (not
+// part of the source) passes through whole, and map says why.
+func TestNeedsRecoveryExternalJournalPassesThrough(t *testing.T) {
 	img := filepath.Join(t.TempDir(), "dirty.img")
 	imgtest.Ext(t, img, 24<<20, "-t", "ext4")
+	imgtest.Run(t, "debugfs", "-w", "-R", "ssv journal_inum 0", img)
 	imgtest.Run(t, "debugfs", "-w", "-R", "feature needs_recovery", img)
 	out, errOut, code := runPrezero(t, "map", img)
-	if code != 0 || !strings.Contains(string(out), "pass-through: ext4: needs_recovery") {
+	if code != 0 || !strings.Contains(string(out), "pass-through: ext4: needs_recovery set; its journal is on an external device") {
 		t.Fatalf("map: exit %d\n%s%s", code, out, errOut)
 	}
 	stream, errOut, code := runPrezero(t, "cat", img)

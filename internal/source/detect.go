@@ -30,14 +30,18 @@ var probes = []probe{
 		if v.Fallbacks > 0 {
 			notes = append([]string{fmt.Sprintf("%d block groups kept whole (could not be verified)", v.Fallbacks)}, notes...)
 		}
-		return &volume{v.FS, v.ClusterSize, v.Free, notes}, nil // the cluster is ext's allocation unit
+		vol := &volume{FS: v.FS, BlockSize: v.ClusterSize, Free: v.Free, Notes: notes} // the cluster is ext's allocation unit
+		if v.Journal != nil {                                                          // needs_recovery: replayed in memory
+			vol.Detail, vol.Journal = v.Journal.String(), v.Journal
+		}
+		return vol, nil
 	}},
 	{"ntfs", ntfsmap.Probe, func(r io.ReaderAt, size int64, opt Options) (*volume, error) {
 		v, err := ntfsmap.Read(r, size, ntfsmap.Options{ForceDirty: opt.ForceDirty, NoCrossCheck: opt.CrossCheck == CrossCheckOff})
 		if err != nil {
 			return nil, err
 		}
-		return &volume{v.FS, v.BlockSize, v.Free, v.Notes}, nil
+		return &volume{FS: v.FS, BlockSize: v.BlockSize, Free: v.Free, Notes: v.Notes}, nil
 	}},
 	{"xfs", xfsmap.Probe, func(r io.ReaderAt, size int64, _ Options) (*volume, error) {
 		v, err := xfsmap.Read(r, size)
@@ -51,14 +55,14 @@ var probes = []probe{
 		if v.Log == "covered" {
 			notes = append(notes, "log covered (a frozen or snapshot copy): only superblock updates to replay")
 		}
-		return &volume{v.FS, v.BlockSize, v.Free, notes}, nil
+		return &volume{FS: v.FS, BlockSize: v.BlockSize, Free: v.Free, Notes: notes}, nil
 	}},
 	{"exfat", exfatmap.Probe, func(r io.ReaderAt, size int64, _ Options) (*volume, error) {
 		v, err := exfatmap.Read(r, size)
 		if err != nil {
 			return nil, err
 		}
-		return &volume{v.FS, v.BlockSize, v.Free, v.Notes}, nil
+		return &volume{FS: v.FS, BlockSize: v.BlockSize, Free: v.Free, Notes: v.Notes}, nil
 	}},
 	// After ntfs and exfat, whose boot sectors also have a jump and 0x55AA.
 	{"vfat", fatmap.Probe, func(r io.ReaderAt, size int64, _ Options) (*volume, error) {
@@ -66,7 +70,7 @@ var probes = []probe{
 		if err != nil {
 			return nil, err
 		}
-		return &volume{v.FS, v.BlockSize, v.Free, v.Notes}, nil
+		return &volume{FS: v.FS, BlockSize: v.BlockSize, Free: v.Free, Notes: v.Notes}, nil
 	}},
 }
 
@@ -83,6 +87,8 @@ type volume struct {
 	BlockSize int          // allocation unit, bytes
 	Free      *freemap.Map // proven-free ranges; Free.Size() == the partition's size
 	Notes     []string     // fallbacks and warnings
+	Detail    string       // how it was mapped, shown after "zeroed" (a journal replay)
+	Journal   *extfsmap.Replay
 }
 
 // detect returns the row whose probe recognises r, or nil.

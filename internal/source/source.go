@@ -33,6 +33,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/prezero/prezero/extfsmap"
 	"github.com/prezero/prezero/freemap"
 	"github.com/prezero/prezero/internal/layout"
 	"github.com/prezero/prezero/internal/nbd"
@@ -90,12 +91,17 @@ type Part struct {
 	Zeroed    bool     // false: the partition passes through unchanged
 	Reason    string   // why it passes through, if it does
 	Notes     []string // fallbacks and warnings from the parser
+	Detail    string   // how it was mapped, shown after "zeroed" (a journal replay)
+	Journal   *extfsmap.Replay
 	Free      *freemap.Map
 	Stream    *stream.Reader
 }
 
-// Status is "zeroed" or "pass-through: REASON".
+// Status is "zeroed", "zeroed (DETAIL)" or "pass-through: REASON".
 func (p *Part) Status() string {
+	if p.Zeroed && p.Detail != "" {
+		return "zeroed (" + p.Detail + ")"
+	}
 	if p.Zeroed {
 		return "zeroed"
 	}
@@ -297,6 +303,7 @@ func mapPart(r io.ReaderAt, size int64, lp layout.Partition, meta []layout.Exten
 		return passThrough(fmt.Sprintf("internal error: %s map covers %d bytes, partition has %d", d.name, res.Free.Size(), n))
 	}
 	p.FS, p.BlockSize, p.Notes = res.FS, res.BlockSize, res.Notes
+	p.Detail, p.Journal = res.Detail, res.Journal
 	if c := res.Free.Coarsened(); c.Bytes > 0 {
 		p.Notes = append(p.Notes, fmt.Sprintf("coarsened: %v served from source to stay within the memory limit", c))
 	}
