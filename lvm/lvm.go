@@ -127,3 +127,13 @@ func (pv *PV) Bind(vg *VG) error { return pv.bind(vg) }
 func DMName(vg, lv string) string {
 	return strings.ReplaceAll(vg, "-", "--") + "-" + strings.ReplaceAll(lv, "-", "--")
 }
+
+// LabelUUID returns the PV UUID from the label alone, for a PV whose
+// metadata cannot be read.
+func LabelUUID(r io.ReaderAt, size int64) (string, error) {
+	l, err := readLabel(r, size)
+	if err != nil {
+		return "", err
+	}
+	return l.uuid, nil
+}

@@ -16,17 +16,27 @@ import (
 
 type mapOptions struct {
 	json       bool
-	forceDirty bool
+	sourceFlags
 }
 
 func (o *mapOptions) AddFlags(f *pflag.FlagSet) {
 	f.BoolVar(&o.json, "json", false, "print the map as JSON")
-	addSourceFlags(f, &o.forceDirty)
+	o.sourceFlags.AddFlags(f)
 }
 
-// addSourceFlags adds the options every command that opens a SOURCE shares.
-func addSourceFlags(f *pflag.FlagSet, forceDirty *bool) {
-	f.BoolVar(forceDirty, "force-dirty", false, "zero NTFS volumes marked dirty (unsafe: their bitmap may be stale)")
+// sourceFlags are the options every command that opens a SOURCE shares.
+type sourceFlags struct {
+	forceDirty bool
+	zeroSwap   bool
+}
+
+func (o *sourceFlags) AddFlags(f *pflag.FlagSet) {
+	f.BoolVar(&o.forceDirty, "force-dirty", false, "zero NTFS volumes marked dirty (unsafe: their bitmap may be stale)")
+	f.BoolVar(&o.zeroSwap, "zero-swap", false, "zero swap areas after their header page (not if a saved RAM state, e.g. a VM snapshot with memory, will resume from this disk)")
+}
+
+func (o *sourceFlags) options() source.Options {
+	return source.Options{ForceDirty: o.forceDirty, ZeroSwap: o.zeroSwap}
 }
 
 func init() {
@@ -71,6 +81,10 @@ type partJSON struct {
 	Zeroed    bool     `json:"zeroed"`
 	Status    string   `json:"status"`
 	Notes     []string `json:"notes,omitempty"`
+	// LVM logical volumes whose first extent this partition (a PV) holds.
+	Volumes []partJSON `json:"volumes,omitempty"`
+	LV      string     `json:"lv,omitempty"`   // "VG/LV" for a logical volume
+	File    string     `json:"file,omitempty"` // its file in the mount; prezero cat SOURCE VG/LV
 }
 
 func runMap(ctx context.Context, opts mapOptions, args []string) error {
@@ -82,7 +96,7 @@ func runMap(ctx context.Context, opts mapOptions, args []string) error {
 	if err := inuse.Check(args[0], inuse.Writable); err != nil {
 		fmt.Fprintf(os.Stderr, "prezero map: warning: %v\n", err)
 	}
-	src, err := source.Open(args[0], source.Options{ForceDirty: opts.forceDirty})
+	src, err := source.Open(args[0], opts.options())
 	if err != nil {
 		return err
 	}
@@ -104,16 +118,28 @@ func buildMapJSON(src *source.Source) mapJSON {
 		Partitions: []partJSON{},
 	}
 	for _, p := range src.Parts {
-		free := p.Free.FreeBytes()
-		m.Partitions = append(m.Partitions, partJSON{
-			Number: p.Number, Start: p.Start, Size: p.Size, Type: p.Type, TypeName: p.TypeName,
-			Name: p.Name, Container: p.Container, FS: p.FS, BlockSize: p.BlockSize,
-			Used: p.Used(), Zeroable: free, Zeroed: p.Zeroed, Status: p.Status(), Notes: p.Notes,
-		})
+		pj := partToJSON(p)
+		for _, lv := range p.Volumes {
+			lj := partToJSON(lv)
+			lj.LV = lv.LV
+			if lv.Stream != nil {
+				lj.File = source.LVFileName(lv)
+			}
+			pj.Volumes = append(pj.Volumes, lj)
+		}
+		m.Partitions = append(m.Partitions, pj)
 	}
 	m.Zeroable = src.Disk().Free().FreeBytes()
 	m.Used = src.Size - m.Zeroable
 	return m
+}
+
+func partToJSON(p *source.Part) partJSON {
+	return partJSON{
+		Number: p.Number, Start: p.Start, Size: p.Size, Type: p.Type, TypeName: p.TypeName,
+		Name: p.Name, Container: p.Container, FS: p.FS, BlockSize: p.BlockSize,
+		Used: p.Used(), Zeroable: p.Free.FreeBytes(), Zeroed: p.Zeroed, Status: p.Status(), Notes: p.Notes,
+	}
 }
 
 func printMap(w io.Writer, m mapJSON) {
@@ -127,7 +153,7 @@ func printMap(w io.Writer, m mapJSON) {
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "PART\tSTART\tSIZE\tTYPE\tFS\tBLOCK\tUSED\tZEROABLE\tSTATUS")
-	for _, p := range m.Partitions {
+	row := func(label string, p partJSON) {
 		typ := p.Type
 		if p.TypeName != "" {
 			typ = p.TypeName
@@ -139,13 +165,24 @@ func printMap(w io.Writer, m mapJSON) {
 		if p.BlockSize > 0 {
 			bs = fmt.Sprint(p.BlockSize)
 		}
-		fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Number, p.Start, human(p.Size), typ, fs, bs,
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", label, p.Start, human(p.Size), typ, fs, bs,
 			human(p.Used), human(p.Zeroable), p.Status)
+	}
+	for _, p := range m.Partitions {
+		row(fmt.Sprint(p.Number), p)
+		for _, lv := range p.Volumes {
+			row(fmt.Sprintf("%d/%s", p.Number, lv.LV), lv)
+		}
 	}
 	tw.Flush()
 	for _, p := range m.Partitions {
 		for _, n := range p.Notes {
 			fmt.Fprintf(w, "part%d: %s\n", p.Number, n)
+		}
+		for _, lv := range p.Volumes {
+			for _, n := range lv.Notes {
+				fmt.Fprintf(w, "%s: %s\n", lv.LV, n)
+			}
 		}
 	}
 	pct := 0.0

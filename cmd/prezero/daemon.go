@@ -154,7 +154,7 @@ func childArgs(o mountOptions, src, dir string) []string {
 	for _, f := range []struct {
 		on   bool
 		name string
-	}{{o.allowOther, "--allow-other"}, {o.force, "--force"}, {o.forceDirty, "--force-dirty"}} {
+	}{{o.allowOther, "--allow-other"}, {o.force, "--force"}, {o.forceDirty, "--force-dirty"}, {o.zeroSwap, "--zero-swap"}} {
 		if f.on {
 			args = append(args, f.name)
 		}

@@ -21,7 +21,7 @@ import (
 
 // serveOptions are the options of the commands that mount a SOURCE.
 type serveOptions struct {
-	forceDirty bool
+	sourceFlags
 	force      bool
 	holeAlign  byteSize
 	allowOther bool
@@ -32,7 +32,7 @@ func (o *serveOptions) AddFlags(f *pflag.FlagSet) {
 	o.holeAlign = fusefs.DefaultHoleAlign
 	f.Var(&o.holeAlign, "hole-align", "report holes (SEEK_HOLE) only for whole free windows of this size; match borg's chunk size")
 	f.BoolVar(&o.force, "force", false, "read a block device even if it (or a partition or device on it) is mounted read-write")
-	addSourceFlags(f, &o.forceDirty)
+	o.sourceFlags.AddFlags(f)
 }
 
 // served is a SOURCE mounted on a directory by this process.
@@ -58,7 +58,7 @@ func serve(path, dir string, o serveOptions, logf func(string, ...any)) (*served
 	if err != nil {
 		return nil, err
 	}
-	src, err := source.Open(path, source.Options{ForceDirty: o.forceDirty})
+	src, err := source.Open(path, o.options())
 	if err != nil {
 		w.Close()
 		return nil, err
@@ -72,14 +72,19 @@ func serve(path, dir string, o serveOptions, logf func(string, ...any)) (*served
 		s.close()
 		return nil, fmt.Errorf("%w while its maps were read; try again on a quiet source or a snapshot", err)
 	}
-	for _, p := range src.Parts {
+	for _, p := range append(src.Parts, src.LVs...) {
 		for _, n := range p.Notes {
-			logf("part%d: %s", p.Number, n)
+			logf("part%s: %s", p.Label(), n)
 		}
 	}
 	s.files = []fusefs.File{{Name: "disk.img", Stream: src.Disk()}, {Name: "header.img", Stream: src.Header()}}
 	for _, p := range src.Files() {
 		s.files = append(s.files, fusefs.File{Name: "part" + strconv.Itoa(p.Number) + ".img", Stream: p.Stream})
+	}
+	for _, lv := range src.LVs {
+		if lv.Stream != nil {
+			s.files = append(s.files, fusefs.File{Name: source.LVFileName(lv), Stream: lv.Stream})
+		}
 	}
 	abs, _ := filepath.Abs(path)
 	s.server, err = fusefs.Mount(dir, s.files, fusefs.Options{
@@ -105,11 +110,14 @@ func serve(path, dir string, o serveOptions, logf func(string, ...any)) (*served
 	return s, nil
 }
 
-// partFiles returns the names borg stores with --partitions.
+// partFiles returns the names borg stores with --partitions: header.img
+// and partN.img (LVs are inside their partitions).
 func (s *served) partFiles() []string {
 	var names []string
 	for _, f := range s.files[1:] {
-		names = append(names, f.Name)
+		if !strings.HasPrefix(f.Name, "lv/") {
+			names = append(names, f.Name)
+		}
 	}
 	return names
 }

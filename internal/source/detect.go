@@ -7,6 +7,7 @@ import (
 	"github.com/prezero/prezero/extfsmap"
 	"github.com/prezero/prezero/freemap"
 	"github.com/prezero/prezero/ntfsmap"
+	"github.com/prezero/prezero/swapmap"
 )
 
 // result is what any filesystem parser reports, in the form source needs.
@@ -29,6 +30,13 @@ type filesystem struct {
 var filesystems = []filesystem{
 	{name: "ext", probe: extfsmap.Probe, read: readExt},
 	{name: "ntfs", probe: ntfsmap.Probe, read: readNTFS},
+	{name: "swap", probe: swapmap.Probe, read: readSwap},
+	// Well-known volumes prezero cannot map: named, always passed through.
+	{name: "crypto_LUKS", probe: probeLUKS, read: readLUKS},
+	{name: "BitLocker", probe: probeBitLocker, read: refuse("BitLocker (encrypted)")},
+	{name: "linux_raid_member", probe: probeMD, read: refuse("Linux software RAID member (md)")},
+	{name: "btrfs", probe: probeBtrfs, read: refuse("btrfs (not supported yet)")},
+	{name: "bcache", probe: probeBcache, read: refuse("bcache backing or cache device")},
 }
 
 func detect(r io.ReaderAt, size int64) *filesystem {
@@ -58,4 +66,32 @@ func readNTFS(r io.ReaderAt, size int64, opt Options) (*result, error) {
 		return nil, err
 	}
 	return &result{fs: "ntfs", blockSize: v.ClusterSize, free: v.Free, notes: v.Warnings}, nil
+}
+
+// readSwap maps a swap area, and zeroes it only with Options.ZeroSwap.
+func readSwap(r io.ReaderAt, size int64, opt Options) (*result, error) {
+	a, err := swapmap.Read(r, size)
+	if err != nil {
+		return nil, err
+	}
+	res := &result{fs: a.FS, blockSize: a.BlockSize, free: a.Free, notes: a.Notes}
+	if !opt.ZeroSwap {
+		return res, freemap.Unsupported("swap: kept; --zero-swap would zero %s (opt-in: a VM snapshot that saved its RAM needs the swap to resume)",
+			humanBytes(a.Free.FreeBytes()))
+	}
+	return res, nil
+}
+
+// humanBytes formats a byte count with binary units, as map does.
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%dB", n)
+	}
+	div, exp := int64(unit), 0
+	for v := n / unit; v >= unit; v /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f%ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

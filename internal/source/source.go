@@ -19,12 +19,14 @@ import (
 
 	"github.com/prezero/prezero/freemap"
 	"github.com/prezero/prezero/internal/layout"
+	"github.com/prezero/prezero/lvm"
 	"github.com/prezero/prezero/stream"
 )
 
 // Options change how partitions are mapped.
 type Options struct {
 	ForceDirty bool // zero dirty NTFS volumes too (never hibernated ones)
+	ZeroSwap   bool // zero swap areas after their header page (never hibernation images)
 }
 
 // Source is an opened, mapped source.
@@ -33,22 +35,29 @@ type Source struct {
 	Size   int64
 	Layout *layout.Layout
 	Parts  []*Part // in table order; containers included, see Part.Container
+	LVs    []*Part // LVM logical volumes found on the PVs among Parts
 
 	f      *os.File
 	disk   *stream.Reader
 	header *stream.Reader
 }
 
-// Part is one partition (or the bare filesystem) with its map.
+// Part is one partition (or the bare filesystem) with its map, or an LVM
+// logical volume (LV != "").
 type Part struct {
 	layout.Partition
+	// LV is "VG/LV" for a logical volume; its Number is then the number
+	// of the partition holding its first extent, Start the disk offset of
+	// that extent, and Name its device-mapper name.
+	LV        string
+	Volumes   []*Part  // on an LVM PV: the LVs whose first extent it holds
 	FS        string   // "ext4", "ntfs", ... or "" if not recognised
 	BlockSize int      // allocation unit of FS, bytes
 	Zeroed    bool     // false: the partition passes through unchanged
 	Reason    string   // why it passes through, if it does
 	Notes     []string // fallbacks and warnings from the parser
 	Free      *freemap.Map
-	Stream    *stream.Reader
+	Stream    *stream.Reader // nil for an LV that is not wholly in the source
 }
 
 // Status is "zeroed" or "pass-through: REASON".
@@ -60,7 +69,15 @@ func (p *Part) Status() string {
 }
 
 // Used returns the bytes of the partition that are served from the source.
-func (p *Part) Used() int64 { return p.Stream.Size() - p.Free.FreeBytes() }
+func (p *Part) Used() int64 { return p.Free.Size() - p.Free.FreeBytes() }
+
+// Label is how map names the volume: "3", or "3/vg/lv" for an LV.
+func (p *Part) Label() string {
+	if p.LV != "" {
+		return strconv.Itoa(p.Number) + "/" + p.LV
+	}
+	return strconv.Itoa(p.Number)
+}
 
 // Open opens path read-only and maps it.
 func Open(path string, opt Options) (*Source, error) {
@@ -107,6 +124,7 @@ func build(r io.ReaderAt, path string, size int64, opt Options) (*Source, error)
 	for _, lp := range l.Partitions {
 		s.Parts = append(s.Parts, mapPart(r, size, lp, opt))
 	}
+	s.LVs = mapLVM(r, size, s.Parts, opt)
 
 	disk := freemap.NewBuilder(size)
 	first := size
@@ -143,22 +161,45 @@ func mapPart(r io.ReaderAt, size int64, lp layout.Partition, opt Options) *Part 
 	case lp.Problem != "":
 		return passThrough(lp.Problem)
 	}
+	if lvm.Probe(sec, n) {
+		// An LVM PV: mapLVM maps it once every PV of the source is known.
+		p.FS = pvFS
+		return passThrough("LVM2 PV not mapped")
+	}
+	mapVolume(p, sec, n, opt)
+	return p
+}
+
+// mapVolume detects and maps the filesystem of a partition or LV of n
+// bytes read through sec, and sets p's FS, map and stream: the one path
+// every volume takes through the probe table.
+func mapVolume(p *Part, sec io.ReaderAt, n int64, opt Options) {
+	passThrough := func(reason string) {
+		p.Zeroed, p.Reason = false, reason
+		p.Free = freemap.NewBuilder(n).Map()
+		p.Stream = stream.New(sec, n, p.Free)
+	}
 	d := detect(sec, n)
 	if d == nil {
-		return passThrough("no supported filesystem")
+		passThrough("no supported filesystem")
+		return
 	}
 	p.FS = d.name
 	res, err := d.read(sec, n, opt)
+	if res != nil && res.fs != "" {
+		p.FS = res.fs
+	}
 	if err != nil {
-		return passThrough(err.Error())
+		passThrough(err.Error())
+		return
 	}
 	if res.free.Size() != n {
-		return passThrough(fmt.Sprintf("internal error: %s map covers %d bytes, partition has %d", d.name, res.free.Size(), n))
+		passThrough(fmt.Sprintf("internal error: %s map covers %d bytes, volume has %d", d.name, res.free.Size(), n))
+		return
 	}
 	p.FS, p.BlockSize, p.Notes = res.fs, res.blockSize, res.notes
 	p.Zeroed, p.Free = true, res.free
 	p.Stream = stream.New(sec, n, p.Free)
-	return p
 }
 
 // markOverlaps marks every partition that shares bytes with another: one
@@ -209,13 +250,22 @@ func (s *Source) Files() []*Part {
 // ErrNoSuchPart is returned by Lookup for an unknown name.
 var ErrNoSuchPart = errors.New("no such stream")
 
-// Lookup returns the stream WHAT names: "disk", "header", "N" or "partN".
+// Lookup returns the stream WHAT names: "disk", "header", "N", "partN",
+// or an LV as "VG/LV" or by its device-mapper name "VG-LV".
 func (s *Source) Lookup(what string) (*stream.Reader, error) {
 	switch what {
 	case "", "disk":
 		return s.disk, nil
 	case "header":
 		return s.header, nil
+	}
+	for _, lv := range s.LVs {
+		if what == lv.LV || what == lv.Name || what == LVFileName(lv) {
+			if lv.Stream == nil {
+				return nil, fmt.Errorf("LV %s of %s cannot be read: %s", lv.LV, s.Path, lv.Reason)
+			}
+			return lv.Stream, nil
+		}
 	}
 	n, err := strconv.Atoi(strings.TrimPrefix(what, "part"))
 	if err == nil {
@@ -228,6 +278,11 @@ func (s *Source) Lookup(what string) (*stream.Reader, error) {
 	var names []string
 	for _, p := range s.Files() {
 		names = append(names, "part"+strconv.Itoa(p.Number))
+	}
+	for _, lv := range s.LVs {
+		if lv.Stream != nil {
+			names = append(names, lv.LV)
+		}
 	}
 	return nil, fmt.Errorf("%w %q in %s: choose disk, header or one of %s", ErrNoSuchPart, what, s.Path, strings.Join(names, ", "))
 }
