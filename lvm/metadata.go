@@ -298,8 +298,8 @@ func markUsed(vg *VG, lvs *section) error {
 		pvNames[p.Name] = true
 	}
 	var err error
-	var walk func(user string, v *value, depth int)
-	walk = func(user string, v *value, depth int) {
+	var walk func(user, key string, v *value, depth int)
+	walk = func(user, key string, v *value, depth int) {
 		switch {
 		case depth > maxDepth:
 		case v.IsStr:
@@ -307,15 +307,15 @@ func markUsed(vg *VG, lvs *section) error {
 				err = freemap.Unsupported("lvm: LV %s (%s) places extents on %s in a layout prezero does not know", user, byName[user].Reason, v.Str)
 			}
 			if lv := byName[v.Str]; lv != nil && lv.Name != user && lv.Reason == "" {
-				lv.Reason = "used by " + user + " (" + byName[user].Reason + ")"
+				lv.Reason = usedReason(user, byName[user].Reason, key)
 			}
 		case v.IsArr:
 			for i := range v.Arr {
-				walk(user, &v.Arr[i], depth+1)
+				walk(user, key, &v.Arr[i], depth+1)
 			}
 		case v.Sec != nil:
 			for _, k := range v.Sec.Keys {
-				walk(user, v.Sec.Vals[k], depth+1)
+				walk(user, k, v.Sec.Vals[k], depth+1)
 			}
 		}
 	}
@@ -332,10 +332,22 @@ func markUsed(vg *VG, lvs *section) error {
 			if t, _ := seg.str("type"); t == "striped" {
 				continue
 			}
-			walk(k, lvs.Vals[k].Sec.Vals[sk], 0)
+			walk(k, "", lvs.Vals[k].Sec.Vals[sk], 0)
 		}
 	}
 	return err
+}
+
+// usedReason says why an LV that user's segment names under key passes
+// through.
+func usedReason(user, userReason, key string) string {
+	switch {
+	case strings.HasPrefix(userReason, "snapshot") && key == "origin":
+		return "origin of snapshot " + user + " (the snapshot reads its unchanged chunks from it)"
+	case strings.HasPrefix(userReason, "snapshot") && key == "cow_store":
+		return "copy-on-write store of snapshot " + user
+	}
+	return "used by " + user + " (" + userReason + ")"
 }
 
 // checkOverlaps refuses a VG in which two stripe areas share an extent.

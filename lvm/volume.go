@@ -37,11 +37,15 @@ type varea struct {
 var _ io.ReaderAt = (*Volume)(nil)
 
 // Open assembles lv from its PVs: pvs maps PVInfo.Name to the device
-// holding that PV. It fails if lv has a Reason, or a PV is missing or too
-// short to hold the LV's extents.
+// holding that PV. It fails if a segment is not striped, or a PV is
+// missing or too short to hold the LV's extents. An LV with a Reason whose
+// segments are all striped (a snapshot's origin) opens: its bytes are
+// readable, they just must not be zeroed.
 func (vg *VG) Open(lv *LV, pvs map[string]Device) (*Volume, error) {
-	if lv.Reason != "" {
-		return nil, freemap.Unsupported("lvm: LV %s/%s: %s", vg.Name, lv.Name, lv.Reason)
+	for _, seg := range lv.Segments {
+		if seg.Type != "striped" {
+			return nil, freemap.Unsupported("lvm: LV %s/%s: %s", vg.Name, lv.Name, lv.Reason)
+		}
 	}
 	v := &Volume{size: lv.Size, pvs: pvs}
 	byName := map[string]*PVInfo{}

@@ -175,7 +175,7 @@ func mapVG(g *vgGroup, broken map[string]*Part, opt Options) []*Part {
 
 		vol, err := vg.Open(l, devs)
 		if err != nil {
-			lv.Reason = strings.TrimPrefix(err.Error(), "lvm: ")
+			lv.Reason = nonEmpty(l.Reason, strings.TrimPrefix(err.Error(), "lvm: "))
 			lv.Free = freemap.NewBuilder(l.Size).Map()
 			continue
 		}
