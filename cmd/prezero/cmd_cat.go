@@ -15,7 +15,7 @@ import (
 
 type catOptions struct {
 	sourceFlags
-	force      bool
+	force bool
 }
 
 func (o *catOptions) AddFlags(f *pflag.FlagSet) {

@@ -15,7 +15,7 @@ import (
 )
 
 type mapOptions struct {
-	json       bool
+	json bool
 	sourceFlags
 }
 
