@@ -32,3 +32,5 @@ fuzz:
 	for f in FuzzRead FuzzBootSector FuzzFixup FuzzRunlist FuzzRecord FuzzScanner; do \
 		$(FUZZ) -fuzz="^$$f\$$" ./ntfsmap || exit 1; done
 	$(FUZZ) -fuzz='^FuzzReadTable$$' ./internal/restore
+	for f in FuzzRead FuzzMetadata; do $(FUZZ) -fuzz="^$$f\$$" ./lvm || exit 1; done
+	$(FUZZ) -fuzz='^FuzzRead$$' ./swapmap
