@@ -20,6 +20,7 @@ bench: build
 	./bench/core.sh
 	./bench/backup.sh
 	./bench/restore.sh
+	./bench/vmdisk.sh
 
 # Short fuzzing runs of every on-disk parser (FUZZTIME each). Large seed
 # images make Go's input minimisation slow, hence -fuzzminimizetime.
