@@ -1,7 +1,7 @@
 # prezero: make build | make test | make demo | make bench | make fuzz
 GO ?= go
 
-.PHONY: build test demo bench fuzz vet
+.PHONY: build test demo bench fuzz vet deps
 
 build:
 	$(GO) build -o prezero ./cmd/prezero
@@ -9,7 +9,12 @@ build:
 # The whole test suite: unit tests, fuzz seed corpora, and the integration
 # tests that run the real mkfs.ext4, mkntfs, sfdisk, zerofree, ntfsclone,
 # FUSE and borg. Needs root for loop devices and ntfs-3g mounts.
-test:
+# Checks the Debian packages of .ci/run's list: installs the missing ones as
+# root, otherwise prints the apt-get line.
+deps:
+	./scripts/deps.sh
+
+test: deps
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 30m ./...
 
