@@ -41,6 +41,8 @@ type PV struct {
 	// Info is this PV's entry in VG (nil if VG is nil).
 	Info  *PVInfo
 	Notes []string
+
+	labelSector int64
 }
 
 // Probe reports whether an LVM2 label is in one of the first four sectors.
@@ -56,7 +58,7 @@ func Read(r io.ReaderAt, size int64) (*PV, error) {
 	if err != nil {
 		return nil, err
 	}
-	pv := &PV{UUID: l.uuid, DevSize: l.devSize, Metadata: l.metadata}
+	pv := &PV{UUID: l.uuid, DevSize: l.devSize, Metadata: l.metadata, labelSector: l.sector}
 	if len(l.data) != 1 {
 		return nil, freemap.Unsupported("lvm: PV %s has %d data areas (one is known)", l.uuid, len(l.data))
 	}
@@ -113,6 +115,17 @@ func (pv *PV) bind(vg *VG) error {
 	}
 	if info.PEStart != pv.PEStart {
 		return freemap.Formatf(0, "lvm: VG %s puts the first extent of PV %s at byte %d, its label at %d", vg.Name, pv.UUID, info.PEStart, pv.PEStart)
+	}
+	// The extents must not cover the label or a metadata area: a free
+	// extent there would zero them.
+	end := info.PEStart + info.PECount*vg.ExtentSize
+	if info.PEStart < (pv.labelSector+1)*SectorSize {
+		return freemap.Formatf(0, "lvm: PV %s's first extent at byte %d covers its label", pv.UUID, info.PEStart)
+	}
+	for _, m := range pv.Metadata {
+		if m.Off < end && m.Off+m.Size > info.PEStart {
+			return freemap.Formatf(m.Off, "lvm: PV %s's extents [%d, %d) overlap its metadata area at byte %d", pv.UUID, info.PEStart, end, m.Off)
+		}
 	}
 	pv.VG, pv.Info = vg, info
 	return nil
