@@ -60,7 +60,7 @@ echo "  one LV:  prezero cat disk.img vmvg/root > root.img   (restore it onto /d
 echo
 mib() { echo "$(($1 >> 20)) MiB"; }
 printf '%-34s %12s\n' "raw image size" "$(mib "$(stat -c %s disk.img)")"
-printf '%-34s %12s\n' "used, as the filesystems report" "$(mib "$(awk '$2 ~ /^[0-9]+$/ {s += $2} END {print s}' disk.img.used)")"
+printf '%-34s %12s\n' "used, as the filesystems report" "$(mib "$(awk '{s += $2} END {print s}' disk.img.used)")"
 printf '%-34s %12s\n' "borg, raw image (deduplicated)" "$(mib "$raw")"
 printf '%-34s %12s\n' "borg through prezero" "$(mib "$via")"
 echo "(borg compresses with lz4; the deleted files' random data is what prezero leaves out;"

@@ -133,7 +133,8 @@ if [ "$live" = --live-root ]; then
 	cp --sparse=never "$img" "$img.live"
 	umount "$mnt"
 	mv "$img.live" "$img"
-	echo "root (needs journal replay: dumpe2fs figures are stale)" >>"$img.used"
+	# What root uses once its journal is replayed: as unmounted cleanly.
+	echo "root $(ext_used "$l")" >>"$img.used"
 else
 	umount "$mnt"
 	echo "root $(ext_used "$l")" >>"$img.used"

@@ -206,7 +206,9 @@ func mapVG(g *vgGroup, broken map[string]*Part, opt Options) []*Part {
 		p.Stream = stream.New(m.sec, m.n, p.Free)
 		p.Zeroed, p.Reason = true, ""
 		p.TypeName = nonEmpty(p.TypeName, "LVM")
-		p.Notes = append(p.Notes, fmt.Sprintf("LVM2 PV of VG %s (%d of its %d PVs in this source)", vg.Name, len(g.members), len(vg.PVs)))
+		if len(g.members) < len(vg.PVs) {
+			p.Notes = append(p.Notes, fmt.Sprintf("LVM2 PV of VG %s: only %d of its %d PVs are in this source", vg.Name, len(g.members), len(vg.PVs)))
+		}
 	}
 	return out
 }
