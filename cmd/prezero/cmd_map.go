@@ -47,8 +47,13 @@ func init() {
 		short: "show the partitions of SOURCE and what prezero would zero",
 		long: `Print one row per partition: number, start, size, type, filesystem, block
 size, used bytes, zeroable bytes and status ("zeroed", or "pass-through:
-REASON"), then the expected saving. SOURCE is an image file or block device,
-opened read-only.`,
+REASON"), then the expected saving. An LVM physical volume's logical volumes
+follow it as rows N/VG/LV (a partition's row counts its LVs' bytes too).
+SOURCE is an image file or block device, opened read-only.
+
+Swap areas pass through unless --zero-swap is given; the row says how much
+it would save. Leave swap alone if a saved RAM state (a suspended VM, a
+snapshot with memory) will resume from this disk.`,
 		flags: opts.AddFlags,
 		run:   func(ctx context.Context, args []string) error { return runMap(ctx, opts, args) },
 	})

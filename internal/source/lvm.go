@@ -133,6 +133,15 @@ func mapVG(g *vgGroup, broken map[string]*Part, opt Options) []*Part {
 			g.reason = fmt.Sprintf("VG %s: its PV %s (partition %d) cannot be read", vg.Name, id, p.Number)
 		}
 	}
+	// The same PV twice (a cloned disk inside the source): which copy
+	// holds what is unknown, so nothing of the VG is zeroed.
+	seen := map[string]*pvPart{}
+	for _, m := range g.members {
+		if o := seen[m.pv.UUID]; o != nil && g.reason == "" {
+			g.reason = fmt.Sprintf("VG %s: PV %s is in this source twice (partitions %d and %d)", vg.Name, m.pv.UUID, o.part.Number, m.part.Number)
+		}
+		seen[m.pv.UUID] = m
+	}
 	devs := map[string]lvm.Device{}
 	host := map[string]*pvPart{}
 	for _, m := range g.members {

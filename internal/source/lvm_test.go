@@ -546,3 +546,29 @@ func TestSignatures(t *testing.T) {
 		})
 	}
 }
+
+// TestLVMDuplicatePV: a PV copied into a second partition of the same
+// source (a cloned disk): which copy is current is unknown, so both pass
+// through whole.
+func TestLVMDuplicatePV(t *testing.T) {
+	fss := testFilesystems(t)
+	d, starts, sizes := newLVMDisk(t, 48*mib, "label: gpt\nsize=20M, type=E6D6D379-F507-44C2-A23C-238F2A3DF928\nsize=20M, type=E6D6D379-F507-44C2-A23C-238F2A3DF928\n")
+	l := imgtest.NewLVM(t)
+	l.AddPV(d.img, starts[0], sizes[0])
+	l.Create(1)
+	l.LV("x", 16)
+	l.WriteLV("x", fss["ext2-1k"].img)
+	l.Detach()
+	b := readAll(t, d.img)
+	copy(b[starts[1]:starts[1]+sizes[1]], b[starts[0]:starts[0]+sizes[0]])
+	if err := os.WriteFile(d.img, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d.want = b
+	src := checkLVM(t, d, Options{})
+	for _, p := range src.Parts {
+		if p.Zeroed || !strings.Contains(p.Reason, "twice") {
+			t.Errorf("part%d: %s", p.Number, p.Status())
+		}
+	}
+}
