@@ -26,6 +26,8 @@ bench: build
 	./bench/backup.sh
 	./bench/restore.sh
 	./bench/vmdisk.sh
+	./bench/memory.sh
+	./bench/crosscheck.sh
 
 # Short fuzzing runs of every on-disk parser (FUZZTIME each). Large seed
 # images make Go's input minimisation slow, hence -fuzzminimizetime.

@@ -106,11 +106,18 @@ type Volume struct {
 	Free        *freemap.Map // proven-free byte ranges relative to the volume start; Free.Size() == size
 	Fallbacks   int          // groups treated as fully used because something could not be trusted
 	Notes       []string     // reasons for the fallbacks and other remarks, capped
+	CrossCheck  CrossCheckResult
 }
 
-// Read maps the filesystem in r, a volume of size bytes. An error means the
-// whole volume must be passed through; its message says why.
+// Read maps the filesystem in r, a volume of size bytes, with the default
+// Options. An error means the whole volume must be passed through; its
+// message says why.
 func Read(r io.ReaderAt, size int64) (*Volume, error) {
+	return ReadWith(r, size, Options{})
+}
+
+// ReadWith is Read with options.
+func ReadWith(r io.ReaderAt, size int64, opt Options) (*Volume, error) {
 	if size < sbOffset+sbSize {
 		return nil, &FormatError{Off: 0, Msg: fmt.Sprintf("ext: volume of %d bytes is too small to hold a superblock", size)}
 	}
@@ -142,6 +149,27 @@ func Read(r io.ReaderAt, size int64) (*Volume, error) {
 	if err := m.mapGroups(meta); err != nil {
 		return nil, err
 	}
+	meta.Release()
+	free := m.out.Map()
+	var cc CrossCheckResult
+	if opt.CrossCheck == CrossCheckOn || opt.CrossCheck == CrossCheckAuto && !s.metadataCsum {
+		checked, res, err := m.crossCheck(free, b)
+		if err != nil {
+			free.Release()
+			return nil, err
+		}
+		if checked != free {
+			free.Release()
+			free = checked
+		}
+		cc = res
+		if res.Conflicts > 0 {
+			m.note("cross-check: %d blocks that inodes use are marked free in the block bitmap; kept (the bitmap is wrong: run e2fsck -f)", res.Conflicts)
+		}
+		if res.UnreadableTree > 0 {
+			m.note("cross-check: the block references of %d in-use inodes could not be read (the bitmap alone decides there)", res.UnreadableTree)
+		}
+	}
 	if m.dropped > 0 {
 		m.notes = append(m.notes, fmt.Sprintf("... and %d more", m.dropped))
 	}
@@ -151,7 +179,8 @@ func Read(r io.ReaderAt, size int64) (*Volume, error) {
 		ClusterSize: int(s.clusterSize),
 		Blocks:      int64(s.blocksCount),
 		FreeBlocks:  int64(min(s.freeBlocks, math.MaxInt64)),
-		Free:        m.out.Map(),
+		Free:        free,
+		CrossCheck:  cc,
 		Fallbacks:   m.fallbacks,
 		Notes:       m.notes,
 	}, nil

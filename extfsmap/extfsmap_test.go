@@ -327,6 +327,9 @@ func TestVariants(t *testing.T) {
 			if vol.Fallbacks != 0 {
 				t.Errorf("%d fallbacks on a clean image: %q", vol.Fallbacks, vol.Notes)
 			}
+			if cc := vol.CrossCheck; cc.Conflicts != 0 || cc.UnreadableTree != 0 || cc.BadReferences != 0 {
+				t.Errorf("the cross-check found problems on a clean image: %+v", cc)
+			}
 			if v.uninit && b.uninitGroups == 0 {
 				t.Errorf("variant meant to have BLOCK_UNINIT groups has none")
 			}

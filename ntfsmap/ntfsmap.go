@@ -77,6 +77,9 @@ type Options struct {
 	// warning in Volume.Warnings. A hibernated Windows or an unclean
 	// journal is never forced.
 	ForceDirty bool
+	// NoCrossCheck skips walking the MFT to check $Bitmap against the
+	// clusters that records reference.
+	NoCrossCheck bool
 }
 
 // Volume is a mapped NTFS volume.
@@ -87,6 +90,7 @@ type Volume struct {
 	UsedClusters int64        // clusters not proven free (set bits, plus any the bitmap does not cover)
 	Free         *freemap.Map // proven-free byte ranges relative to volume start; Free.Size() == size
 	Warnings     []string     // things the user should know, e.g. a forced dirty volume
+	CrossCheck   CrossCheckResult
 }
 
 // Probe reports whether r looks like NTFS: the OEM id "NTFS    " at byte 3.
@@ -142,9 +146,27 @@ func Read(r io.ReaderAt, size int64, opt Options) (*Volume, error) {
 	if err != nil {
 		return nil, err
 	}
+	out.Warnings = append(out.Warnings, warn...)
+	if !opt.NoCrossCheck {
+		checked, res := v.crossCheck(free)
+		if checked != free {
+			free.Release()
+			free = checked
+			used += res.Conflicts
+		}
+		out.CrossCheck = res
+		if res.Conflicts > 0 {
+			out.Warnings = append(out.Warnings, fmt.Sprintf("ntfs: cross-check: %d clusters that MFT records use are marked free in $Bitmap; kept (the bitmap is wrong: run chkdsk /f in Windows)", res.Conflicts))
+		}
+		if res.Unreadable > 0 {
+			out.Warnings = append(out.Warnings, fmt.Sprintf("ntfs: cross-check: %d in-use MFT records or runlists could not be parsed ($Bitmap alone decides there)", res.Unreadable))
+		}
+		if res.Incomplete != "" {
+			out.Warnings = append(out.Warnings, "ntfs: cross-check incomplete ($Bitmap alone decides): "+res.Incomplete)
+		}
+	}
 	out.Free = free
 	out.UsedClusters = used
-	out.Warnings = append(out.Warnings, warn...)
 	return out, nil
 }
 

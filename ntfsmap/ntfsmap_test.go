@@ -219,6 +219,9 @@ func TestAgainstNtfsclone(t *testing.T) {
 			if len(vol.Warnings) != 0 {
 				t.Errorf("warnings on a clean volume: %q", vol.Warnings)
 			}
+			if cc := vol.CrossCheck; !cc.Done || cc.Conflicts != 0 || cc.Unreadable != 0 || cc.Records == 0 {
+				t.Errorf("cross-check on a clean volume: %+v", cc)
+			}
 			if vol.Free.FreeBytes() < v.size/2 {
 				t.Errorf("only %d of %d bytes free", vol.Free.FreeBytes(), v.size)
 			}

@@ -58,9 +58,6 @@ func (v *volume) loadMFT() error {
 	if err != nil {
 		return err
 	}
-	if err := checkName(fr, as, "$MFT"); err != nil {
-		return err
-	}
 	d, err := dataAttr(fr, as)
 	if err != nil {
 		return err
@@ -75,6 +72,11 @@ func (v *volume) loadMFT() error {
 		return formatErr(d.off, "$MFT runlist does not start at the boot sector's $MFT cluster %d", bs.mftLCN)
 	}
 	v.mft = d
+	// A fragmented $MFT moves attributes, its $FILE_NAME among them, to
+	// extension records named by its $ATTRIBUTE_LIST.
+	if err := v.checkNameListed(fr, as, "$MFT"); err != nil {
+		return err
+	}
 	if err := v.addMeta(d, "$MFT"); err != nil {
 		return err
 	}
@@ -203,6 +205,35 @@ func checkName(fr *fileRecord, as []*attr, name string) error {
 		}
 	}
 	return formatErr(fr.off, "MFT record %d is not %s", fr.num, name)
+}
+
+// checkNameListed is checkName, also looking at the $FILE_NAME attributes
+// of the extension records that fr's attribute list names.
+func (v *volume) checkNameListed(fr *fileRecord, as []*attr, name string) error {
+	err := checkName(fr, as, name)
+	if err == nil {
+		return nil
+	}
+	list, lerr := v.attrList(as)
+	if lerr != nil || list == nil {
+		return err
+	}
+	for _, e := range list {
+		if e.typ != attrFileName || e.ref == fr.num {
+			continue
+		}
+		xr, xs, xerr := v.extension(v.mft, e.ref)
+		if xerr != nil {
+			return xerr
+		}
+		if xr.base != uint64(fr.num) {
+			return formatErr(xr.off, "MFT record %d named in record %d's attribute list belongs to record %d", e.ref, fr.num, xr.base)
+		}
+		if checkName(xr, xs, name) == nil {
+			return nil
+		}
+	}
+	return err
 }
 
 // fileName decodes a $FILE_NAME value: parent record number and name.

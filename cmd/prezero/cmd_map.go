@@ -32,11 +32,12 @@ type sourceFlags struct {
 
 func (o *sourceFlags) AddFlags(f *pflag.FlagSet) {
 	f.BoolVar(&o.forceDirty, "force-dirty", false, "zero NTFS volumes marked dirty (unsafe: their bitmap may be stale)")
+	addMemoryFlag(f)
 	f.BoolVar(&o.zeroSwap, "zero-swap", false, "zero swap areas after their header page (not if a saved RAM state, e.g. a VM snapshot with memory, will resume from this disk)")
 }
 
 func (o *sourceFlags) options() source.Options {
-	return source.Options{ForceDirty: o.forceDirty, ZeroSwap: o.zeroSwap}
+	return source.Options{ForceDirty: o.forceDirty, ZeroSwap: o.zeroSwap, CrossCheck: crossCheckOption()}
 }
 
 func init() {

@@ -84,6 +84,7 @@ func run(args []string) int {
 		return 2
 	}
 
+	applyMemoryLimit()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	err := c.run(ctx, fs.Args())

@@ -48,8 +48,8 @@ func detect(r io.ReaderAt, size int64) *filesystem {
 	return nil
 }
 
-func readExt(r io.ReaderAt, size int64, _ Options) (*result, error) {
-	v, err := extfsmap.Read(r, size)
+func readExt(r io.ReaderAt, size int64, opt Options) (*result, error) {
+	v, err := extfsmap.ReadWith(r, size, extfsmap.Options{CrossCheck: extfsmap.CrossCheck(opt.CrossCheck)})
 	if err != nil {
 		return nil, err
 	}
@@ -61,7 +61,7 @@ func readExt(r io.ReaderAt, size int64, _ Options) (*result, error) {
 }
 
 func readNTFS(r io.ReaderAt, size int64, opt Options) (*result, error) {
-	v, err := ntfsmap.Read(r, size, ntfsmap.Options{ForceDirty: opt.ForceDirty})
+	v, err := ntfsmap.Read(r, size, ntfsmap.Options{ForceDirty: opt.ForceDirty, NoCrossCheck: opt.CrossCheck == CrossCheckOff})
 	if err != nil {
 		return nil, err
 	}

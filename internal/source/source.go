@@ -25,9 +25,23 @@ import (
 
 // Options change how partitions are mapped.
 type Options struct {
-	ForceDirty bool // zero dirty NTFS volumes too (never hibernated ones)
-	ZeroSwap   bool // zero swap areas after their header page (never hibernation images)
+	ForceDirty bool       // zero dirty NTFS volumes too (never hibernated ones)
+	CrossCheck CrossCheck // check bitmaps against the files that use them
+	ZeroSwap   bool       // zero swap areas after their header page (never hibernation images)
 }
+
+// CrossCheck chooses whether parsers check their allocation bitmaps against
+// the blocks their files reference (ext inodes, NTFS MFT records), keeping
+// used whatever a file references.
+type CrossCheck int
+
+const (
+	// CrossCheckAuto: where the bitmap has no checksum of its own (ext2,
+	// ext3, ext4 without metadata_csum; every NTFS).
+	CrossCheckAuto CrossCheck = iota
+	CrossCheckOn
+	CrossCheckOff
+)
 
 // Source is an opened, mapped source.
 type Source struct {
@@ -198,6 +212,9 @@ func mapVolume(p *Part, sec io.ReaderAt, n int64, opt Options) {
 		return
 	}
 	p.FS, p.BlockSize, p.Notes = res.fs, res.blockSize, res.notes
+	if c := res.free.Coarsened(); c.Bytes > 0 {
+		p.Notes = append(p.Notes, fmt.Sprintf("coarsened: %v served from source to stay within the memory limit", c))
+	}
 	p.Zeroed, p.Free = true, res.free
 	p.Stream = stream.New(sec, n, p.Free)
 }
