@@ -572,3 +572,18 @@ func TestLVMDuplicatePV(t *testing.T) {
 		}
 	}
 }
+
+// TestSwapTypeWithoutSignature: a swap partition whose signature is
+// neither swap nor a known hibernation image says so.
+func TestSwapTypeWithoutSignature(t *testing.T) {
+	for _, typ := range []string{"0x82", "0657FD6D-A4AB-43C4-84E5-0933C84B4F4F"} {
+		vol := make([]byte, 1<<20)
+		copy(vol[4086:], "XXSUSPEND!")
+		p := &Part{}
+		p.Type = typ
+		mapVolume(p, bytes.NewReader(vol), int64(len(vol)), Options{ZeroSwap: true})
+		if p.Zeroed || !strings.Contains(p.Reason, "hibernation image or an unknown format") {
+			t.Errorf("%s: %s", typ, p.Status())
+		}
+	}
+}

@@ -195,6 +195,10 @@ func mapVolume(p *Part, sec io.ReaderAt, n int64, opt Options) {
 	}
 	d := detect(sec, n)
 	if d == nil {
+		if t := strings.ToLower(p.Type); t == "0x82" || t == "0657fd6d-a4ab-43c4-84e5-0933c84b4f4f" {
+			passThrough("a Linux swap partition without a swap signature (a hibernation image or an unknown format)")
+			return
+		}
 		passThrough("no supported filesystem")
 		return
 	}
