@@ -3,11 +3,8 @@ module github.com/prezero/prezero
 go 1.26.8
 
 require (
-	github.com/diskfs/go-diskfs v1.9.4
 	github.com/hanwen/go-fuse/v2 v2.12.1
 	github.com/spf13/pflag v1.1.0
 	golang.org/x/sys v0.50.0
 	golang.org/x/term v0.48.0
 )
-
-require github.com/google/uuid v1.6.0 // indirect

@@ -16,7 +16,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 work=${1:-$(mktemp -d /var/tmp/prezero-mem.XXXXXX)}
 mkdir -p "$work"
 base=${BASE:-6c00cd7}
-sizes=${SIZES:-256G 4T}
+sizes=${SIZES-256G 4T}
 cleanup() {
 	mountpoint -q "$work/mnt" 2>/dev/null && umount "$work/mnt"
 	git -C "$here" worktree remove --force "$work/base-src" 2>/dev/null || true
@@ -87,7 +87,7 @@ head -c 2G /dev/urandom > "$img"
 mkfs.ext4 -F -q -O ^metadata_csum,^uninit_bg -N 4096 -E nodiscard "$img"
 "$work/fragment" ext4 "$img"
 export BORG_REPO=$work/repo BORG_PASSPHRASE= BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes
-borg init -q -e none
+borg init -e none >/dev/null
 for lim in 256MiB 64KiB; do
 	"$work/prezero" map --max-map-memory "$lim" "$img" | grep -E 'coarsened' || true
 	"$work/prezero" cat --max-map-memory "$lim" "$img" |

@@ -20,7 +20,7 @@ import (
 
 // Borg is one borg executable and its version.
 type Borg struct {
-	Path    string // as found on PATH or given by --borg
+	Path    string // as found on PATH, or as given to Find
 	Version string // e.g. "1.2.4", "2.0.0b5"
 	Major   int    // 1 or 2
 }
@@ -48,7 +48,7 @@ func Find(ctx context.Context, path string) (*Borg, error) {
 		}
 		return parseVersion(p, string(out))
 	}
-	return nil, fmt.Errorf("borg not found (%s); install BorgBackup (Debian: apt install borgbackup) or pass --borg PATH", strings.Join(errs, "; "))
+	return nil, fmt.Errorf("%w (%s); install BorgBackup (Debian: apt install borgbackup)", ErrNotFound, strings.Join(errs, "; "))
 }
 
 func parseVersion(path, out string) (*Borg, error) {
@@ -63,6 +63,9 @@ func parseVersion(path, out string) (*Borg, error) {
 	v := strings.Fields(m[0])[1]
 	return &Borg{Path: path, Version: v, Major: major}, nil
 }
+
+// ErrNotFound is returned by Find when no borg binary runs.
+var ErrNotFound = errors.New("borg not found")
 
 // Ref is a parsed REPO::ARCHIVE.
 type Ref struct {

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/prezero/prezero/freemap"
+	"github.com/prezero/prezero/internal/imgtest"
 )
 
 // patched reads r with the byte at off replaced by val.
@@ -159,17 +160,6 @@ func corruptions(t *testing.T, f io.ReaderAt, s *superblock) []corruption {
 	return cs
 }
 
-// isSubset reports whether every extent of m lies inside an extent of of.
-func isSubset(m, of *freemap.Map) (freemap.Extent, bool) {
-	for _, e := range m.Extents() {
-		o, ok := of.Next(e.Off)
-		if !ok || o.Off > e.Off || o.End() < e.End() {
-			return e, false
-		}
-	}
-	return freemap.Extent{}, true
-}
-
 // TestCorruptions applies one-byte corruptions to real images. Each must
 // give an error, a fallback, or a map whose free extents all lie inside the
 // true map's: a byte the uncorrupted image uses is never zeroed. (The
@@ -213,8 +203,8 @@ func TestCorruptions(t *testing.T) {
 				switch {
 				case err != nil:
 					errs++
-					if !errors.Is(err, ErrFormat) && !errors.Is(err, ErrUnsupported) {
-						t.Errorf("%s: error %v is neither ErrFormat nor ErrUnsupported", c.name, err)
+					if !errors.Is(err, freemap.ErrFormat) && !errors.Is(err, freemap.ErrUnsupported) && !errors.Is(err, freemap.ErrUnsafe) {
+						t.Errorf("%s: error %v is not ErrFormat, ErrUnsupported or ErrUnsafe", c.name, err)
 					}
 					if c.expect == "fallback" {
 						t.Errorf("%s: error %v, want a fallback", c.name, err)
@@ -226,7 +216,7 @@ func TestCorruptions(t *testing.T) {
 					t.Errorf("%s: no fallback (%v), want one", c.name, vol.Free)
 				}
 				checkInvariants(t, vol, b.size)
-				if e, ok := isSubset(vol.Free, truth.Free); !ok {
+				if e, ok := imgtest.FreeOutside(vol.Free, truth.Free); ok {
 					t.Errorf("%s: free extent [%d,%d) is not free in the uncorrupted image: used data would be zeroed (notes %q)", c.name, e.Off, e.End(), vol.Notes)
 				}
 				switch {

@@ -43,42 +43,12 @@ package extfsmap
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"math"
 
 	"github.com/prezero/prezero/freemap"
 )
-
-// ErrFormat is matched (errors.Is) by every *FormatError: a structure that
-// is corrupt or not ext2/3/4 at all.
-var ErrFormat = errors.New("ext: not a valid ext2/ext3/ext4 filesystem")
-
-// ErrUnsupported is matched by every *UnsupportedError: a filesystem that is
-// valid but cannot be mapped safely (unknown features, journal to replay).
-var ErrUnsupported = errors.New("ext: filesystem cannot be mapped safely")
-
-// FormatError reports a corrupt on-disk structure at byte Off of the volume.
-type FormatError struct {
-	Off int64  // byte offset of the offending field
-	Msg string // what is wrong, starting with the filesystem kind
-}
-
-func (e *FormatError) Error() string { return fmt.Sprintf("%s (at byte %d)", e.Msg, e.Off) }
-
-// Is makes errors.Is(err, ErrFormat) true.
-func (e *FormatError) Is(target error) bool { return target == ErrFormat }
-
-// UnsupportedError reports why a valid filesystem must be passed through.
-type UnsupportedError struct {
-	Msg string
-}
-
-func (e *UnsupportedError) Error() string { return e.Msg }
-
-// Is makes errors.Is(err, ErrUnsupported) true.
-func (e *UnsupportedError) Is(target error) bool { return target == ErrUnsupported }
 
 // maxNotes caps Volume.Notes.
 const maxNotes = 20
@@ -98,7 +68,7 @@ func Probe(r io.ReaderAt, size int64) bool {
 
 // Volume is what Read learned.
 type Volume struct {
-	Kind        string       // "ext2", "ext3" or "ext4", as blkid names them
+	FS          string       // "ext2", "ext3" or "ext4", as blkid names them
 	BlockSize   int          // bytes
 	ClusterSize int          // bytes (== BlockSize unless bigalloc)
 	Blocks      int64        // s_blocks_count
@@ -119,7 +89,7 @@ func Read(r io.ReaderAt, size int64) (*Volume, error) {
 // ReadWith is Read with options.
 func ReadWith(r io.ReaderAt, size int64, opt Options) (*Volume, error) {
 	if size < sbOffset+sbSize {
-		return nil, &FormatError{Off: 0, Msg: fmt.Sprintf("ext: volume of %d bytes is too small to hold a superblock", size)}
+		return nil, freemap.Formatf(0, "ext: volume of %d bytes is too small to hold a superblock", size)
 	}
 	b := make([]byte, sbSize)
 	if _, err := r.ReadAt(b, sbOffset); err != nil {
@@ -174,7 +144,7 @@ func ReadWith(r io.ReaderAt, size int64, opt Options) (*Volume, error) {
 		m.notes = append(m.notes, fmt.Sprintf("... and %d more", m.dropped))
 	}
 	return &Volume{
-		Kind:        s.kind,
+		FS:          s.kind,
 		BlockSize:   int(s.blockSize),
 		ClusterSize: int(s.clusterSize),
 		Blocks:      int64(s.blocksCount),
@@ -238,9 +208,9 @@ func (m *mapper) checkMMP() error {
 	case mmpSeqClean:
 		return nil
 	case mmpSeqFsck:
-		return s.unsupported("MMP block says e2fsck is running on it")
+		return s.unsafe("MMP block says e2fsck is running on it")
 	default:
-		return s.unsupported("MMP block says it is in use (sequence %#x): it may be mounted on another node", seq)
+		return s.unsafe("MMP block says it is in use (sequence %#x): it may be mounted on another node", seq)
 	}
 }
 

@@ -29,7 +29,7 @@ type variant struct {
 	size   int64    // image file size
 	mkfs   []string // extra mkfs.ext4 options
 	fsSize string   // mkfs fs-size argument, "" for the whole file
-	kind   string   // expected Volume.Kind
+	kind   string   // expected Volume.FS
 	uninit bool     // expect BLOCK_UNINIT groups
 }
 
@@ -317,8 +317,8 @@ func TestVariants(t *testing.T) {
 			b := buildImage(t, v)
 			sum := imgtest.SHA256File(t, b.img)
 			f, size, vol := readImage(t, b.img)
-			if vol.Kind != v.kind {
-				t.Errorf("Kind = %q, want %q", vol.Kind, v.kind)
+			if vol.FS != v.kind {
+				t.Errorf("FS = %q, want %q", vol.FS, v.kind)
 			}
 			if int64(vol.BlockSize) != b.blockSize || vol.Blocks != b.blocks || vol.FreeBlocks != b.freeBlocks {
 				t.Errorf("BlockSize, Blocks, FreeBlocks = %d, %d, %d; dumpe2fs says %d, %d, %d",
@@ -334,7 +334,7 @@ func TestVariants(t *testing.T) {
 				t.Errorf("variant meant to have BLOCK_UNINIT groups has none")
 			}
 			t.Logf("%s: %d-byte blocks, %d-byte clusters, %d blocks, %d BLOCK_UNINIT groups, %v",
-				vol.Kind, vol.BlockSize, vol.ClusterSize, vol.Blocks, b.uninitGroups, vol.Free)
+				vol.FS, vol.BlockSize, vol.ClusterSize, vol.Blocks, b.uninitGroups, vol.Free)
 
 			// Used bytes: what dumpe2fs counts as used, plus everything
 			// after the filesystem's end.
@@ -393,8 +393,8 @@ func TestNeedsRecovery(t *testing.T) {
 	if !strings.Contains(err.Error(), "needs_recovery") || !strings.HasPrefix(err.Error(), "ext4: ") {
 		t.Errorf("error %q does not start with ext4: and mention needs_recovery", err)
 	}
-	if !errors.Is(err, ErrUnsupported) || errors.Is(err, ErrFormat) {
-		t.Errorf("error %v: Is(ErrUnsupported) = %v, Is(ErrFormat) = %v", err, errors.Is(err, ErrUnsupported), errors.Is(err, ErrFormat))
+	if !errors.Is(err, freemap.ErrUnsafe) || errors.Is(err, freemap.ErrFormat) {
+		t.Errorf("error %v: Is(ErrUnsafe) = %v, Is(ErrFormat) = %v", err, errors.Is(err, freemap.ErrUnsafe), errors.Is(err, freemap.ErrFormat))
 	}
 	if got := imgtest.SHA256File(t, img); got != sum {
 		t.Errorf("source image changed")
@@ -471,7 +471,7 @@ func TestFSLargerThanVolume(t *testing.T) {
 	}
 	defer f.Close()
 	_, err = Read(f, b.size-4096)
-	if !errors.Is(err, ErrFormat) || !strings.Contains(err.Error(), "volume holds only") {
+	if !errors.Is(err, freemap.ErrFormat) || !strings.Contains(err.Error(), "volume holds only") {
 		t.Errorf("Read of a truncated volume: %v, want a FormatError about the volume size", err)
 	}
 }

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+
+	"github.com/prezero/prezero/freemap"
 )
 
 // seedImages returns the decompressed testdata/*.img.gz images by name.
@@ -63,8 +65,8 @@ func TestSeeds(t *testing.T) {
 	}
 }
 
-// FuzzRead checks that Read never panics, fails only with ErrFormat or
-// ErrUnsupported (every read it makes is inside the volume), and that every
+// FuzzRead checks that Read never panics, fails only with freemap's ErrFormat,
+// ErrUnsupported or ErrUnsafe (every read it makes is inside the volume), and that every
 // free extent lies inside the filesystem and outside the boot block and
 // primary superblock.
 func FuzzRead(f *testing.F) {
@@ -78,8 +80,8 @@ func FuzzRead(f *testing.F) {
 		Probe(r, size)
 		vol, err := Read(r, size)
 		if err != nil {
-			if !errors.Is(err, ErrFormat) && !errors.Is(err, ErrUnsupported) {
-				t.Fatalf("error %v is neither ErrFormat nor ErrUnsupported", err)
+			if !errors.Is(err, freemap.ErrFormat) && !errors.Is(err, freemap.ErrUnsupported) && !errors.Is(err, freemap.ErrUnsafe) {
+				t.Fatalf("error %v is not ErrFormat, ErrUnsupported or ErrUnsafe", err)
 			}
 			return
 		}
@@ -140,8 +142,8 @@ func FuzzPatch(f *testing.F) {
 		size := int64(len(img))
 		vol, err := Read(&overlay{base: img, off: o, patch: patch}, size)
 		if err != nil {
-			if !errors.Is(err, ErrFormat) && !errors.Is(err, ErrUnsupported) {
-				t.Fatalf("error %v is neither ErrFormat nor ErrUnsupported", err)
+			if !errors.Is(err, freemap.ErrFormat) && !errors.Is(err, freemap.ErrUnsupported) && !errors.Is(err, freemap.ErrUnsafe) {
+				t.Fatalf("error %v is not ErrFormat, ErrUnsupported or ErrUnsafe", err)
 			}
 			return
 		}

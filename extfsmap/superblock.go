@@ -8,6 +8,8 @@ import (
 	"math"
 	"math/bits"
 	"strings"
+
+	"github.com/prezero/prezero/freemap"
 )
 
 // The primary superblock: 1024 bytes at byte 1024 of the volume.
@@ -166,7 +168,7 @@ func (s *superblock) bigalloc() bool   { return s.roCompat&roCompatBigalloc != 0
 func (s *superblock) fsBytes() int64   { return int64(s.blocksCount) * s.blockSize }
 func (s *superblock) ratio() uint64    { return 1 << s.clusterBits }
 func (s *superblock) errorf(off int64, format string, args ...any) error {
-	return &FormatError{Off: off, Msg: s.kind + ": " + fmt.Sprintf(format, args...)}
+	return freemap.Formatf(off, "%s: %s", s.kind, fmt.Sprintf(format, args...))
 }
 
 // kindOf names the filesystem as blkid does.
@@ -181,8 +183,8 @@ func kindOf(compat, incompat, roCompat uint32) string {
 }
 
 // parseSuperblock validates the primary superblock b (1024 bytes) of a
-// volume of size bytes. Errors are *FormatError (corrupt) or *UnsupportedError
-// (valid but not safely mappable).
+// volume of size bytes. Errors match freemap.ErrFormat (corrupt), ErrUnsupported
+// (valid, not understood) or ErrUnsafe (valid, state not trustworthy).
 func parseSuperblock(b []byte, size int64) (*superblock, error) {
 	le := binary.LittleEndian
 	u32 := func(off int) uint32 { return le.Uint32(b[off:]) }
@@ -197,7 +199,7 @@ func parseSuperblock(b []byte, size int64) (*superblock, error) {
 	}
 	s.kind = kindOf(s.compat, s.incompat, s.roCompat)
 	if m := u16(sbMagicOff); m != sbMagic {
-		return nil, &FormatError{Off: at(sbMagicOff), Msg: fmt.Sprintf("ext: bad superblock magic %#04x", m)}
+		return nil, freemap.Formatf(at(sbMagicOff), "ext: bad superblock magic %#04x", m)
 	}
 	copy(s.uuid[:], b[sbUUID:sbUUID+16])
 
@@ -213,7 +215,7 @@ func parseSuperblock(b []byte, size int64) (*superblock, error) {
 		return nil, s.unsupported("unknown RO_COMPAT feature %#x (%s)", x, roCompatNames(x))
 	}
 	if s.incompat&incompatRecover != 0 {
-		return nil, s.unsupported("needs_recovery set: the journal holds transactions not yet applied to the bitmaps (mounted, or not cleanly unmounted); mount and unmount it, or run e2fsck, first")
+		return nil, s.unsafe("needs_recovery set: the journal holds transactions not yet applied to the bitmaps (mounted, or not cleanly unmounted); mount and unmount it, or run e2fsck, first")
 	}
 	s.metadataCsum = s.roCompat&roCompatMetadataCsum != 0
 	s.gdtCsum = s.metadataCsum || s.roCompat&roCompatGDTCsum != 0
@@ -234,7 +236,7 @@ func parseSuperblock(b []byte, size int64) (*superblock, error) {
 		return nil, s.errorf(at(sbRevLevel), "revision level %d is newer than 1", rev)
 	}
 	if s.state&stateValid == 0 {
-		return nil, s.unsupported("not cleanly unmounted (s_state %#x): it is mounted or crashed, so its bitmaps may be stale; unmount it or run e2fsck first", s.state)
+		return nil, s.unsafe("not cleanly unmounted (s_state %#x): it is mounted or crashed, so its bitmaps may be stale; unmount it or run e2fsck first", s.state)
 	}
 
 	// Block and cluster size.
@@ -346,7 +348,11 @@ func parseSuperblock(b []byte, size int64) (*superblock, error) {
 }
 
 func (s *superblock) unsupported(format string, args ...any) error {
-	return &UnsupportedError{Msg: s.kind + ": " + fmt.Sprintf(format, args...)}
+	return freemap.Unsupported("%s: %s", s.kind, fmt.Sprintf(format, args...))
+}
+
+func (s *superblock) unsafe(format string, args ...any) error {
+	return freemap.Unsafe("%s: %s", s.kind, fmt.Sprintf(format, args...))
 }
 
 var incompatNameList = []struct {

@@ -67,7 +67,7 @@ func (v *volume) mapBitmap() (*freemap.Map, int64, []string, error) {
 			return
 		}
 		if s, ok := overlap(meta, a, e); ok {
-			bad = formatErr(-1, "$Bitmap marks cluster %d of %s free: the bitmap is inconsistent (run chkdsk)", max(a, s.lcn), s.what)
+			bad = formatErr(max(a, s.lcn)*cs, "$Bitmap marks cluster %d of %s free: the bitmap is inconsistent (run chkdsk)", max(a, s.lcn), s.what)
 			return
 		}
 		nfree += e - a

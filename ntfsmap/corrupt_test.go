@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/prezero/prezero/freemap"
+	"github.com/prezero/prezero/internal/imgtest"
 )
 
 // patch is a one-byte change at a volume offset.
@@ -138,7 +138,7 @@ func TestCorruptions(t *testing.T) {
 					if vol.Free.String() == truth.Free.String() {
 						nsame++
 					}
-					if e, ok := notSubset(vol.Free, truth.Free); ok {
+					if e, ok := imgtest.FreeOutside(vol.Free, truth.Free); ok {
 						t.Errorf("%s = 0x%02x: free extent %+v holds used clusters", c.what, val, e)
 					}
 				}
@@ -160,27 +160,12 @@ func TestCorruptions(t *testing.T) {
 					t.Logf("total sectors %d: %v", total, err)
 					continue
 				}
-				if e, ok := notSubset(vol.Free, truth.Free); ok {
+				if e, ok := imgtest.FreeOutside(vol.Free, truth.Free); ok {
 					t.Errorf("total sectors %d: free extent %+v holds used bytes", total, e)
 				}
 			}
 		})
 	}
-}
-
-// notSubset returns an extent of m that is not inside the free extents of
-// truth.
-func notSubset(m, truth *freemap.Map) (freemap.Extent, bool) {
-	if m.Size() != truth.Size() {
-		return freemap.Extent{Off: 0, Len: m.Size()}, true
-	}
-	for _, e := range m.Extents() {
-		te, ok := truth.Next(e.Off)
-		if !ok || te.Off > e.Off || te.End() < e.End() {
-			return e, true
-		}
-	}
-	return freemap.Extent{}, false
 }
 
 // TestShortBitmap shrinks $Bitmap's data or initialized size: the clusters
@@ -218,10 +203,10 @@ func TestShortBitmap(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(vol.Warnings) != 1 || !strings.Contains(vol.Warnings[0], tc.warn) {
-				t.Errorf("warnings %q, want one with %q", vol.Warnings, tc.warn)
+			if len(vol.Notes) != 1 || !strings.Contains(vol.Notes[0], tc.warn) {
+				t.Errorf("warnings %q, want one with %q", vol.Notes, tc.warn)
 			}
-			if e, ok := notSubset(vol.Free, truth.Free); ok {
+			if e, ok := imgtest.FreeOutside(vol.Free, truth.Free); ok {
 				t.Fatalf("free extent %+v holds used clusters", e)
 			}
 			limit := half * 8 * int64(v.boot.clusterSize)

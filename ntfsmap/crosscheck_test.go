@@ -66,7 +66,7 @@ func TestCrossCheckBitmapCleared(t *testing.T) {
 	bitmapLCN := firstRun(t, img, "-i", "6")
 
 	vol0 := mustRead(t, img)
-	cs := int64(vol0.ClusterSize)
+	cs := int64(vol0.BlockSize)
 	if vol0.Free.IsFree(lcn * cs) {
 		t.Fatalf("cluster %d of %s is free before the corruption", lcn, rel)
 	}
@@ -102,8 +102,8 @@ func TestCrossCheckBitmapCleared(t *testing.T) {
 	if vol.CrossCheck.Conflicts != 1 {
 		t.Errorf("cross-check: %+v, want exactly 1 conflict", vol.CrossCheck)
 	}
-	if !strings.Contains(strings.Join(vol.Warnings, "\n"), "chkdsk") {
-		t.Errorf("warnings %q do not say the volume needs chkdsk", vol.Warnings)
+	if !strings.Contains(strings.Join(vol.Notes, "\n"), "chkdsk") {
+		t.Errorf("warnings %q do not say the volume needs chkdsk", vol.Notes)
 	}
 
 	for _, c := range []struct {

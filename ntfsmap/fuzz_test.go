@@ -121,7 +121,7 @@ func checkVolume(t *testing.T, vol *Volume, size int64) {
 	if vol.Free == nil || vol.Free.Size() != size {
 		t.Fatalf("Free.Size() = %d, want %d", vol.Free.Size(), size)
 	}
-	cs := int64(vol.ClusterSize)
+	cs := int64(vol.BlockSize)
 	if cs <= 0 || vol.Clusters <= 0 || vol.Clusters > size/cs {
 		t.Fatalf("geometry: %d clusters of %d bytes in %d", vol.Clusters, cs, size)
 	}

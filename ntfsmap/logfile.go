@@ -2,7 +2,8 @@ package ntfsmap
 
 import (
 	"encoding/binary"
-	"fmt"
+
+	"github.com/prezero/prezero/freemap"
 )
 
 // $LogFile restart page header and restart area layout.
@@ -99,11 +100,11 @@ func (v *volume) checkLogFile() error {
 		return nil
 	}
 	if best == nil {
-		return fmt.Errorf("ntfs: the journal ($LogFile) is not empty but has no valid restart page, so it cannot be proved clean; " +
+		return freemap.Unsafe("ntfs: the journal ($LogFile) is not empty but has no valid restart page, so it cannot be proved clean; " +
 			"boot Windows and shut it down fully, or run chkdsk")
 	}
 	if best.inUse != noClient && best.flags&restartVolIsClean == 0 {
-		return fmt.Errorf("ntfs: the journal ($LogFile) is not clean: Windows did not shut down cleanly and the bitmap may be stale, " +
+		return freemap.Unsafe("ntfs: the journal ($LogFile) is not clean: Windows did not shut down cleanly and the bitmap may be stale, " +
 			"so the volume is passed through unzeroed; boot Windows and shut it down fully (or run ntfsfix)")
 	}
 	return nil

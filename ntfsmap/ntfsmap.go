@@ -19,7 +19,7 @@
 //     not match $MFT (ntfs-3g refuses to mount such a volume too), and a
 //     bitmap that marks metadata clusters (the boot sector, $MFT, $MFTMirr,
 //     $LogFile, $Bitmap itself) free.
-//   - Unsafe states are errors too: the dirty flag in $Volume (unless
+//   - Unsafe states are errors too (errors.Is(err, freemap.ErrUnsafe)): the dirty flag in $Volume (unless
 //     Options.ForceDirty), a hibernated or fast-started Windows (hiberfil.sys
 //     in the root directory starting with a hibernation signature), and a
 //     journal ($LogFile) that was not shut down cleanly, because in all three
@@ -39,42 +39,21 @@
 package ntfsmap
 
 import (
-	"errors"
 	"fmt"
 	"io"
 
 	"github.com/prezero/prezero/freemap"
 )
 
-// ErrFormat is wrapped by every FormatError: the data is not NTFS, or not
-// NTFS this package can vouch for.
-var ErrFormat = errors.New("ntfs: invalid format")
-
-// FormatError reports malformed NTFS metadata at byte offset Off of the
-// volume (or -1 when the offset is not meaningful).
-type FormatError struct {
-	Off int64
-	Msg string
-}
-
-func (e *FormatError) Error() string {
-	if e.Off < 0 {
-		return "ntfs: " + e.Msg
-	}
-	return fmt.Sprintf("ntfs: %s (at byte %d)", e.Msg, e.Off)
-}
-
-// Unwrap makes errors.Is(err, ErrFormat) true.
-func (e *FormatError) Unwrap() error { return ErrFormat }
-
+// formatErr returns a *freemap.FormatError at byte off of the volume.
 func formatErr(off int64, format string, args ...any) error {
-	return &FormatError{Off: off, Msg: fmt.Sprintf(format, args...)}
+	return freemap.Formatf(off, "ntfs: "+format, args...)
 }
 
 // Options control Read.
 type Options struct {
 	// ForceDirty maps a volume whose dirty flag is set, with a loud
-	// warning in Volume.Warnings. A hibernated Windows or an unclean
+	// warning in Volume.Notes. A hibernated Windows or an unclean
 	// journal is never forced.
 	ForceDirty bool
 	// NoCrossCheck skips walking the MFT to check $Bitmap against the
@@ -84,12 +63,13 @@ type Options struct {
 
 // Volume is a mapped NTFS volume.
 type Volume struct {
-	ClusterSize  int
+	FS           string // "ntfs", as blkid names it
+	BlockSize    int    // the cluster size: the allocation unit, bytes
 	SectorSize   int
 	Clusters     int64        // total clusters (total sectors / sectors per cluster)
 	UsedClusters int64        // clusters not proven free (set bits, plus any the bitmap does not cover)
 	Free         *freemap.Map // proven-free byte ranges relative to volume start; Free.Size() == size
-	Warnings     []string     // things the user should know, e.g. a forced dirty volume
+	Notes        []string     // things the user should know, e.g. a forced dirty volume
 	CrossCheck   CrossCheckResult
 }
 
@@ -111,7 +91,7 @@ func Probe(r io.ReaderAt, size int64) bool {
 // the user.
 func Read(r io.ReaderAt, size int64, opt Options) (*Volume, error) {
 	if size < 0 {
-		return nil, formatErr(-1, "negative volume size %d", size)
+		return nil, formatErr(0, "negative volume size %d", size)
 	}
 	bs, err := readBoot(r, size)
 	if err != nil {
@@ -122,9 +102,10 @@ func Read(r io.ReaderAt, size int64, opt Options) (*Volume, error) {
 		return nil, err
 	}
 	out := &Volume{
-		ClusterSize: bs.clusterSize,
-		SectorSize:  bs.sectorSize,
-		Clusters:    bs.clusters,
+		FS:         "ntfs",
+		BlockSize:  bs.clusterSize,
+		SectorSize: bs.sectorSize,
+		Clusters:   bs.clusters,
 	}
 	dirty, err := v.checkVolumeInfo()
 	if err != nil {
@@ -132,9 +113,9 @@ func Read(r io.ReaderAt, size int64, opt Options) (*Volume, error) {
 	}
 	if dirty {
 		if !opt.ForceDirty {
-			return nil, errors.New("ntfs: volume is dirty (run chkdsk /f in Windows, or ntfsfix): its bitmap may be wrong, so it is passed through unzeroed")
+			return nil, freemap.Unsafe("ntfs: volume is dirty (run chkdsk /f in Windows, or ntfsfix): its bitmap may be wrong, so it is passed through unzeroed")
 		}
-		out.Warnings = append(out.Warnings, "WARNING: NTFS volume is dirty; zeroing its free clusters anyway because of --force-dirty. If its bitmap is wrong, file data will be lost in the copy.")
+		out.Notes = append(out.Notes, "WARNING: NTFS volume is dirty; zeroing its free clusters anyway, as forced. If its bitmap is wrong, file data will be lost in the copy.")
 	}
 	if err := v.checkLogFile(); err != nil {
 		return nil, err
@@ -146,7 +127,7 @@ func Read(r io.ReaderAt, size int64, opt Options) (*Volume, error) {
 	if err != nil {
 		return nil, err
 	}
-	out.Warnings = append(out.Warnings, warn...)
+	out.Notes = append(out.Notes, warn...)
 	if !opt.NoCrossCheck {
 		checked, res := v.crossCheck(free)
 		if checked != free {
@@ -156,13 +137,13 @@ func Read(r io.ReaderAt, size int64, opt Options) (*Volume, error) {
 		}
 		out.CrossCheck = res
 		if res.Conflicts > 0 {
-			out.Warnings = append(out.Warnings, fmt.Sprintf("ntfs: cross-check: %d clusters that MFT records use are marked free in $Bitmap; kept (the bitmap is wrong: run chkdsk /f in Windows)", res.Conflicts))
+			out.Notes = append(out.Notes, fmt.Sprintf("ntfs: cross-check: %d clusters that MFT records use are marked free in $Bitmap; kept (the bitmap is wrong: run chkdsk /f in Windows)", res.Conflicts))
 		}
 		if res.Unreadable > 0 {
-			out.Warnings = append(out.Warnings, fmt.Sprintf("ntfs: cross-check: %d in-use MFT records or runlists could not be parsed ($Bitmap alone decides there)", res.Unreadable))
+			out.Notes = append(out.Notes, fmt.Sprintf("ntfs: cross-check: %d in-use MFT records or runlists could not be parsed ($Bitmap alone decides there)", res.Unreadable))
 		}
 		if res.Incomplete != "" {
-			out.Warnings = append(out.Warnings, "ntfs: cross-check incomplete ($Bitmap alone decides): "+res.Incomplete)
+			out.Notes = append(out.Notes, "ntfs: cross-check incomplete ($Bitmap alone decides): "+res.Incomplete)
 		}
 	}
 	out.Free = free

@@ -161,7 +161,7 @@ func mustRead(t *testing.T, path string) *Volume {
 
 func checkInvariants(t *testing.T, vol *Volume) {
 	t.Helper()
-	cs := int64(vol.ClusterSize)
+	cs := int64(vol.BlockSize)
 	var free int64
 	for _, e := range vol.Free.Extents() {
 		if e.Off < 0 || e.Len <= 0 || e.End() > vol.Clusters*cs || e.Off%cs != 0 || e.Len%cs != 0 {
@@ -213,11 +213,11 @@ func TestAgainstNtfsclone(t *testing.T) {
 			if after := imgtest.SHA256File(t, f.path); after != before {
 				t.Fatalf("source changed by Read")
 			}
-			if vol.ClusterSize != v.cluster || (v.sector != 0 && vol.SectorSize != v.sector) {
-				t.Errorf("geometry: cluster %d sector %d", vol.ClusterSize, vol.SectorSize)
+			if vol.BlockSize != v.cluster || (v.sector != 0 && vol.SectorSize != v.sector) {
+				t.Errorf("geometry: cluster %d sector %d", vol.BlockSize, vol.SectorSize)
 			}
-			if len(vol.Warnings) != 0 {
-				t.Errorf("warnings on a clean volume: %q", vol.Warnings)
+			if len(vol.Notes) != 0 {
+				t.Errorf("warnings on a clean volume: %q", vol.Notes)
 			}
 			if cc := vol.CrossCheck; !cc.Done || cc.Conflicts != 0 || cc.Unreadable != 0 || cc.Records == 0 {
 				t.Errorf("cross-check on a clean volume: %+v", cc)
@@ -240,7 +240,7 @@ func TestAgainstNtfsclone(t *testing.T) {
 				t.Fatalf("ntfscluster -i: no free space line:\n%s", info)
 			}
 			freeBytes, _ := strconv.ParseInt(m[1], 10, 64)
-			if got := (vol.Clusters - vol.UsedClusters) * int64(vol.ClusterSize); got != freeBytes {
+			if got := (vol.Clusters - vol.UsedClusters) * int64(vol.BlockSize); got != freeBytes {
 				t.Errorf("free bytes %d, ntfscluster says %d", got, freeBytes)
 			}
 			if vol.Free.FreeBytes() != freeBytes {
@@ -292,7 +292,7 @@ func compareImages(t *testing.T, a, b string, vol *Volume) {
 		for j < len(x) && x[j] != y[j] {
 			j++
 		}
-		c := int64(i) / int64(vol.ClusterSize)
+		c := int64(i) / int64(vol.BlockSize)
 		diffs = append(diffs, fmt.Sprintf("[%d,%d) cluster %d free=%v", i, j, c, vol.Free.IsFree(int64(i))))
 		i = j
 	}

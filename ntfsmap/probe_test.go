@@ -6,6 +6,8 @@ import (
 	"io"
 	"strings"
 	"testing"
+
+	"github.com/prezero/prezero/freemap"
 )
 
 func TestProbe(t *testing.T) {
@@ -26,8 +28,8 @@ func TestFormatErrors(t *testing.T) {
 	bad := bytes.Clone(img)
 	bad[offBytesPerSector] = 3 // 0x203 bytes per sector
 	_, err := Read(bytes.NewReader(bad), int64(len(bad)), Options{})
-	var fe *FormatError
-	if !errors.Is(err, ErrFormat) || !errors.As(err, &fe) || fe.Off != offBytesPerSector {
+	var fe *freemap.FormatError
+	if !errors.Is(err, freemap.ErrFormat) || !errors.As(err, &fe) || fe.Off != offBytesPerSector {
 		t.Fatalf("err = %#v, want a FormatError at %d", err, offBytesPerSector)
 	}
 	if !strings.Contains(err.Error(), "bytes per sector") {
@@ -42,7 +44,7 @@ func TestFormatErrors(t *testing.T) {
 		t.Error("truncated source accepted")
 	}
 	// A volume whose boot sector claims more sectors than it has.
-	if _, err := Read(bytes.NewReader(img), int64(len(img))/2, Options{}); !errors.Is(err, ErrFormat) {
+	if _, err := Read(bytes.NewReader(img), int64(len(img))/2, Options{}); !errors.Is(err, freemap.ErrFormat) {
 		t.Errorf("volume cut in half: err = %v", err)
 	}
 }

@@ -3,12 +3,14 @@ package ntfsmap
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/prezero/prezero/freemap"
 	"github.com/prezero/prezero/internal/imgtest"
 )
 
@@ -100,16 +102,16 @@ func TestDirty(t *testing.T) {
 
 	before := imgtest.SHA256File(t, img)
 	_, err = readFile(t, img, Options{})
-	if err == nil || !strings.Contains(err.Error(), "dirty") {
-		t.Fatalf("Read of a dirty volume: err = %v, want a dirty error", err)
+	if !errors.Is(err, freemap.ErrUnsafe) {
+		t.Fatalf("Read of a dirty volume: err = %v, want ErrUnsafe", err)
 	}
 	vol, err := readFile(t, img, Options{ForceDirty: true})
 	if err != nil {
 		t.Fatalf("Read with ForceDirty: %v", err)
 	}
 	checkInvariants(t, vol)
-	if len(vol.Warnings) == 0 || !strings.Contains(vol.Warnings[0], "dirty") {
-		t.Errorf("no dirty warning: %q", vol.Warnings)
+	if len(vol.Notes) == 0 || !strings.Contains(vol.Notes[0], "dirty") {
+		t.Errorf("no dirty warning: %q", vol.Notes)
 	}
 	if vol.Free.String() != clean.Free.String() || vol.UsedClusters != clean.UsedClusters {
 		t.Errorf("forced map %v differs from the clean map %v", vol.Free, clean.Free)
@@ -182,8 +184,8 @@ func TestHiberfil(t *testing.T) {
 			patchFile(t, img, dataOff, []byte(tc.head))
 			vol, err := readFile(t, img, Options{ForceDirty: true})
 			if tc.bad {
-				if err == nil || !strings.Contains(err.Error(), "hibernated") {
-					t.Fatalf("err = %v, want hibernated", err)
+				if !errors.Is(err, freemap.ErrUnsafe) {
+					t.Fatalf("err = %v, want ErrUnsafe (hibernated)", err)
 				}
 				return
 			}
@@ -209,8 +211,8 @@ func TestHiberfilResident(t *testing.T) {
 		t.Fatal(err)
 	}
 	unmount()
-	if _, err := readFile(t, img, Options{}); err == nil || !strings.Contains(err.Error(), "hibernated") {
-		t.Fatalf("err = %v, want hibernated", err)
+	if _, err := readFile(t, img, Options{}); !errors.Is(err, freemap.ErrUnsafe) {
+		t.Fatalf("err = %v, want ErrUnsafe (hibernated)", err)
 	}
 }
 
@@ -249,31 +251,31 @@ func TestLogFile(t *testing.T) {
 		return b
 	}
 	for _, tc := range []struct {
-		name string
-		page []byte
-		want string // "" for success
+		name   string
+		page   []byte
+		unsafe bool // Read must refuse with ErrUnsafe
 	}{
-		{"unclean", restart("RSTR", 1, 1, 0, 0), "not clean"},
-		{"unclean-v2", restart("RSTR", 2, 0, 0, 0), "not clean"},
-		{"clean-flag", restart("RSTR", 1, 1, 0, restartVolIsClean), ""},
-		{"no-client", restart("RSTR", 1, 1, noClient, 0), ""},
-		{"bad-version", restart("RSTR", 9, 9, noClient, 0), "no valid restart page"},
-		{"record-page", append([]byte("RCRD"), bytes.Repeat([]byte{0xff}, 508)...), "no valid restart page"},
+		{"unclean", restart("RSTR", 1, 1, 0, 0), true},
+		{"unclean-v2", restart("RSTR", 2, 0, 0, 0), true},
+		{"clean-flag", restart("RSTR", 1, 1, 0, restartVolIsClean), false},
+		{"no-client", restart("RSTR", 1, 1, noClient, 0), false},
+		{"bad-version", restart("RSTR", 9, 9, noClient, 0), true},
+		{"record-page", append([]byte("RCRD"), bytes.Repeat([]byte{0xff}, 508)...), true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			img := filepath.Join(t.TempDir(), "l.img")
 			imgtest.CopyFile(t, img, f.path)
 			patchFile(t, img, logOff, tc.page)
 			vol, err := readFile(t, img, Options{ForceDirty: true})
-			if tc.want == "" {
+			if !tc.unsafe {
 				if err != nil {
 					t.Fatal(err)
 				}
 				checkInvariants(t, vol)
 				return
 			}
-			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("err = %v, want %q", err, tc.want)
+			if !errors.Is(err, freemap.ErrUnsafe) || errors.Is(err, freemap.ErrFormat) {
+				t.Fatalf("err = %v, want ErrUnsafe", err)
 			}
 		})
 	}

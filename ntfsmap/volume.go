@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"strings"
+
+	"github.com/prezero/prezero/freemap"
 )
 
 // System file record numbers.
@@ -309,7 +311,7 @@ func (v *volume) checkHiberfil() error {
 	}
 	switch strings.ToLower(string(sig[:])) {
 	case "hibr", "wake", "rstr":
-		return fmt.Errorf("ntfs: Windows is hibernated or fast-started (hiberfil.sys starts with %q): "+
+		return freemap.Unsafe("ntfs: Windows is hibernated or fast-started (hiberfil.sys starts with %q): "+
 			"the volume is still in use by a suspended Windows, so it is passed through unzeroed; "+
 			"boot Windows and shut it down fully (disable Fast Startup, or run \"shutdown /s /t 0\")", sig[:])
 	}

@@ -1,7 +1,11 @@
 // Package stream is the one place where prezero turns "unallocated" into
 // zeros. A Reader serves a source's bytes inside allocated ranges and zeros
 // inside the free extents of a freemap.Map, without reading the source there.
-// Every consumer (cat, the FUSE mount, borg, the benchmarks) reads through it.
+//
+// In the pipeline it comes after the partition table and the per-filesystem
+// parsers (extfsmap, ntfsmap, ...), which only build maps, and before every
+// consumer (cat, the FUSE mount, borg, the benchmarks), which only read
+// through it. It follows io.ReaderAt's contract exactly.
 package stream
 
 import (

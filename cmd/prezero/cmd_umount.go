@@ -70,7 +70,7 @@ func runFusermount(args []string) error {
 		}
 		out, err := exec.Command(path, args...).CombinedOutput()
 		if err != nil {
-			return fmt.Errorf("%s %v: %v: %s", name, args, err, out)
+			return fmt.Errorf("%s %v: %w: %s", name, args, err, out)
 		}
 		return nil
 	}

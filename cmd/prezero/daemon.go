@@ -143,7 +143,7 @@ func daemonize(ctx context.Context, o mountOptions, src, dir string) error {
 	// The server died before reporting.
 	err = <-exited
 	waitRelay()
-	return fmt.Errorf("the mount server exited before the mount was ready: %v", err)
+	return fmt.Errorf("the mount server exited before the mount was ready: %w", err)
 }
 
 // childArgs is the background server's command line: the parsed options

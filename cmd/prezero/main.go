@@ -16,6 +16,9 @@ import (
 	"syscall"
 
 	"github.com/spf13/pflag"
+
+	"github.com/prezero/prezero/borg"
+	"github.com/prezero/prezero/internal/restore"
 )
 
 // command is one subcommand. Each lives in its own cmd_NAME.go and adds
@@ -111,8 +114,20 @@ func exitCode(name string, err error, ctx context.Context) int {
 		fmt.Fprintf(os.Stderr, "prezero %s: interrupted: %v\n", name, err)
 		return 130
 	}
-	fmt.Fprintf(os.Stderr, "prezero %s: %v\n", name, err)
+	fmt.Fprintf(os.Stderr, "prezero %s: %v%s\n", name, err, advice(err))
 	return 2
+}
+
+// advice is what the CLI adds to a library's reason: the flags that
+// libraries do not know about.
+func advice(err error) string {
+	switch {
+	case errors.Is(err, borg.ErrNotFound):
+		return ", or pass --borg PATH"
+	case errors.Is(err, restore.ErrExtended):
+		return "; restore one partition with --path partN.img"
+	}
+	return ""
 }
 
 func printUsage(w *os.File) {

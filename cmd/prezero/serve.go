@@ -131,7 +131,7 @@ func (s *served) unmount() error {
 	err := s.server.Unmount()
 	if err != nil {
 		if lerr := unmountDir(s.dir, true); lerr != nil {
-			return fmt.Errorf("unmounting %s: %v; lazy unmount: %w", s.dir, err, lerr)
+			return fmt.Errorf("unmounting %s: %w; lazy unmount: %w", s.dir, err, lerr)
 		}
 	}
 	return nil
@@ -186,7 +186,7 @@ func (b *byteSize) String() string {
 }
 
 func (b *byteSize) Set(s string) error {
-	num := strings.TrimRight(s, "KMGTiBkmgtib")
+	num := strings.TrimRight(s, "KMGTBkmgtib")
 	unit := strings.ToUpper(strings.TrimSuffix(strings.TrimSuffix(s[len(num):], "B"), "i"))
 	n, err := strconv.ParseInt(num, 10, 64)
 	if err != nil || n <= 0 {

@@ -3,6 +3,7 @@ package layout
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"hash/crc32"
 	"os"
 	"path/filepath"
@@ -111,13 +112,13 @@ func TestBare(t *testing.T) {
 }
 
 // mbrSectorBytes builds an MBR or EBR sector from entries.
-func mbrSectorBytes(entries ...mbrEntry) []byte {
+func mbrSectorBytes(entries ...MBREntry) []byte {
 	sec := make([]byte, 512)
 	for i, e := range entries {
 		b := sec[mbrEntries+i*mbrEntrySize:]
-		b[0], b[4] = e.status, e.typ
-		binary.LittleEndian.PutUint32(b[8:], e.start)
-		binary.LittleEndian.PutUint32(b[12:], e.count)
+		b[0], b[4] = e.Status, e.Type
+		binary.LittleEndian.PutUint32(b[8:], e.Start)
+		binary.LittleEndian.PutUint32(b[12:], e.Sectors)
 	}
 	sec[510], sec[511] = 0x55, 0xAA
 	return sec
@@ -127,7 +128,7 @@ func TestHostileMBR(t *testing.T) {
 	const size = 1 << 20
 	t.Run("past-end", func(t *testing.T) {
 		img := make([]byte, size)
-		copy(img, mbrSectorBytes(mbrEntry{0, 0x83, 2048, 4096}))
+		copy(img, mbrSectorBytes(MBREntry{0, 0x83, 2048, 4096}))
 		l, err := Read(bytes.NewReader(img), size)
 		if err != nil || len(l.Partitions) != 1 || !strings.Contains(l.Partitions[0].Problem, "past the end") {
 			t.Fatalf("got %+v, %v", l, err)
@@ -139,10 +140,10 @@ func TestHostileMBR(t *testing.T) {
 	})
 	t.Run("ebr-loop", func(t *testing.T) {
 		img := make([]byte, size)
-		copy(img, mbrSectorBytes(mbrEntry{0, 0x05, 100, 1000}))
+		copy(img, mbrSectorBytes(MBREntry{0, 0x05, 100, 1000}))
 		// EBR at sector 100 points at itself as the next EBR.
-		copy(img[100*512:], mbrSectorBytes(mbrEntry{0, 0x83, 10, 20}, mbrEntry{0, 0x05, 50, 50}))
-		copy(img[150*512:], mbrSectorBytes(mbrEntry{0, 0x83, 10, 20}, mbrEntry{0, 0x05, 50, 50}))
+		copy(img[100*512:], mbrSectorBytes(MBREntry{0, 0x83, 10, 20}, MBREntry{0, 0x05, 50, 50}))
+		copy(img[150*512:], mbrSectorBytes(MBREntry{0, 0x83, 10, 20}, MBREntry{0, 0x05, 50, 50}))
 		l, err := Read(bytes.NewReader(img), size)
 		if err != nil {
 			t.Fatal(err)
@@ -153,8 +154,8 @@ func TestHostileMBR(t *testing.T) {
 	})
 	t.Run("ebr-outside", func(t *testing.T) {
 		img := make([]byte, size)
-		copy(img, mbrSectorBytes(mbrEntry{0, 0x05, 100, 100}))
-		copy(img[100*512:], mbrSectorBytes(mbrEntry{0, 0x83, 10, 20}, mbrEntry{0, 0x05, 5000, 50}))
+		copy(img, mbrSectorBytes(MBREntry{0, 0x05, 100, 100}))
+		copy(img[100*512:], mbrSectorBytes(MBREntry{0, 0x83, 10, 20}, MBREntry{0, 0x05, 5000, 50}))
 		l, err := Read(bytes.NewReader(img), size)
 		if err != nil || len(l.Partitions) != 2 || !strings.Contains(l.Partitions[0].Problem, "outside") {
 			t.Fatalf("got %+v, %v", l, err)
@@ -162,8 +163,8 @@ func TestHostileMBR(t *testing.T) {
 	})
 	t.Run("logical-outside-container", func(t *testing.T) {
 		img := make([]byte, size)
-		copy(img, mbrSectorBytes(mbrEntry{0, 0x05, 100, 100}))
-		copy(img[100*512:], mbrSectorBytes(mbrEntry{0, 0x83, 10, 500}))
+		copy(img, mbrSectorBytes(MBREntry{0, 0x05, 100, 100}))
+		copy(img[100*512:], mbrSectorBytes(MBREntry{0, 0x83, 10, 500}))
 		l, err := Read(bytes.NewReader(img), size)
 		if err != nil || len(l.Partitions) != 2 || l.Partitions[1].Problem == "" {
 			t.Fatalf("got %+v, %v", l, err)
@@ -195,23 +196,51 @@ func TestHostileGPT(t *testing.T) {
 	}
 }
 
-// FuzzRead checks that no table panics Read and that partitions it returns
-// without a Problem lie inside the source.
+// FuzzRead checks that no table panics Read, that partitions it returns
+// without a Problem and every metadata extent lie inside the source, and
+// that any primary GPT ReadGPT accepts round-trips through the backup
+// writer: the regenerated backup decodes to the same entries.
 func FuzzRead(f *testing.F) {
-	f.Add(mbrSectorBytes(mbrEntry{0, 0x83, 1, 10}, mbrEntry{0, 0x05, 20, 100}))
-	for _, name := range []string{"testdata/mbr-logical.bin", "testdata/gpt.bin"} {
-		if b, err := os.ReadFile(name); err == nil {
-			f.Add(b)
+	f.Add(mbrSectorBytes(MBREntry{0, 0x83, 1, 10}, MBREntry{0, 0x05, 20, 100}))
+	for _, name := range []string{"testdata/mbr-logical.bin", "testdata/gpt.bin", "testdata/gpt-wide.bin"} {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			f.Fatal(err)
 		}
+		f.Add(b)
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		l, err := Read(bytes.NewReader(b), int64(len(b)))
-		if err != nil {
-			return
+		size := int64(len(b))
+		l, err := Read(bytes.NewReader(b), size)
+		if err == nil {
+			for _, p := range l.Partitions {
+				if p.Problem == "" && (p.Start < 0 || p.Size <= 0 || p.End() > size) {
+					t.Fatalf("partition %+v outside a %d-byte source", p, size)
+				}
+			}
+			for _, m := range l.Meta {
+				if m.Start < 0 || m.Size <= 0 || m.Start+m.Size > size {
+					t.Fatalf("metadata %+v outside a %d-byte source", m, size)
+				}
+			}
 		}
-		for _, p := range l.Partitions {
-			if p.Problem == "" && (p.Start < 0 || p.Size <= 0 || p.End() > int64(len(b))) {
-				t.Fatalf("partition %+v outside a %d-byte source", p, len(b))
+		for _, ss := range []int{512, 4096} {
+			g, err := ReadGPT(bytes.NewReader(b), size, ss, 1)
+			if err != nil || !g.BackupFits() || g.End() > 16<<20 {
+				continue
+			}
+			off, data := g.Backup()
+			if off <= 0 || off+int64(len(data)) != g.End() {
+				t.Fatalf("backup at %d (%d bytes), end %d", off, len(data), g.End())
+			}
+			disk := make([]byte, g.End())
+			copy(disk[off:], data)
+			bg, err := ReadGPT(bytes.NewReader(disk), g.End(), ss, g.Header.AlternateLBA)
+			if err != nil {
+				t.Fatalf("regenerated backup: %v", err)
+			}
+			if fmt.Sprint(bg.Entries) != fmt.Sprint(g.Entries) || bg.Header.AlternateLBA != 1 {
+				t.Fatalf("backup entries %+v, primary %+v", bg.Entries, g.Entries)
 			}
 		}
 	})

@@ -6,42 +6,45 @@ import (
 	"io"
 )
 
-// MBR on-disk layout: four 16-byte entries at 446, signature 0x55AA at 510.
+// MBR and EBR on-disk layout: boot code, then four 16-byte entries at 446,
+// then the signature 55 AA at 510. The record is the first 512 bytes of its
+// sector whatever the sector size; LBAs count logical sectors.
 const (
 	mbrEntries   = 446
 	mbrEntrySize = 16
 	mbrSigOff    = 510
-	mbrSector    = 512 // MBR and EBR offsets count 512-byte sectors here
+	mbrSize      = 512
 
 	maxLogical = 256 // cap on the EBR chain: Linux itself stops far earlier
 )
 
-// mbrEntry is one 16-byte partition entry.
-type mbrEntry struct {
-	status byte   // 0x80 bootable, 0x00 not; anything else is not an MBR
-	typ    byte   // partition type; 0 is an unused slot
-	start  uint32 // first sector (LBA), relative to the table's base
-	count  uint32 // sectors
+// MBREntry is one 16-byte partition entry of an MBR or EBR.
+type MBREntry struct {
+	Status  byte   // 0x80 bootable, 0x00 not; anything else is not an MBR
+	Type    byte   // partition type; 0 is an unused slot, 0xEE a protective MBR
+	Start   uint32 // first sector (LBA), relative to the table's base
+	Sectors uint32 // length in sectors
 }
 
-// isExtended reports whether an MBR type marks an extended container.
-func isExtended(typ byte) bool { return typ == 0x05 || typ == 0x0F || typ == 0x85 }
+// IsExtended reports whether an MBR type marks an extended container.
+func IsExtended(typ byte) bool { return typ == 0x05 || typ == 0x0F || typ == 0x85 }
 
-// parseEntries decodes the four entries of an MBR or EBR sector. ok is false
-// if the sector has no 0x55AA signature or a malformed status byte.
-func parseEntries(sec []byte) (e [4]mbrEntry, ok bool) {
-	if sec[mbrSigOff] != 0x55 || sec[mbrSigOff+1] != 0xAA {
+// DecodeMBR decodes the four entries of an MBR or EBR (the first 512 bytes
+// of sec). ok is false if there is no 55 AA signature or a status byte is
+// neither 0x00 nor 0x80.
+func DecodeMBR(sec []byte) (e [4]MBREntry, ok bool) {
+	if len(sec) < mbrSize || sec[mbrSigOff] != 0x55 || sec[mbrSigOff+1] != 0xAA {
 		return e, false
 	}
 	for i := range e {
 		b := sec[mbrEntries+i*mbrEntrySize:]
-		e[i] = mbrEntry{
-			status: b[0],
-			typ:    b[4],
-			start:  binary.LittleEndian.Uint32(b[8:12]),
-			count:  binary.LittleEndian.Uint32(b[12:16]),
+		e[i] = MBREntry{
+			Status:  b[0],
+			Type:    b[4],
+			Start:   binary.LittleEndian.Uint32(b[8:12]),
+			Sectors: binary.LittleEndian.Uint32(b[12:16]),
 		}
-		if e[i].status != 0 && e[i].status != 0x80 {
+		if e[i].Status != 0 && e[i].Status != 0x80 {
 			return e, false
 		}
 	}
@@ -50,9 +53,9 @@ func parseEntries(sec []byte) (e [4]mbrEntry, ok bool) {
 
 // parseMBR decodes sector 0 as an MBR. ok is false if it is not one: no
 // signature, bad status bytes, no used entry, or a filesystem boot sector
-// (NTFS and FAT carry 0x55AA too, with boot code where the entries would be).
-func parseMBR(sec []byte) ([4]mbrEntry, bool) {
-	e, ok := parseEntries(sec)
+// (NTFS and FAT carry 55 AA too, with boot code where the entries would be).
+func parseMBR(sec []byte) ([4]MBREntry, bool) {
+	e, ok := DecodeMBR(sec)
 	if !ok {
 		return e, false
 	}
@@ -62,8 +65,8 @@ func parseMBR(sec []byte) ([4]mbrEntry, bool) {
 	}
 	used := 0
 	for _, x := range e {
-		if x.typ != 0 {
-			if x.count == 0 || x.start == 0 {
+		if x.Type != 0 {
+			if x.Sectors == 0 || x.Start == 0 {
 				return e, false
 			}
 			used++
@@ -72,23 +75,26 @@ func parseMBR(sec []byte) ([4]mbrEntry, bool) {
 	return e, used > 0
 }
 
-// readMBR builds the layout of an MBR disk: primaries 1-4, then the logical
-// partitions of the first extended container, numbered from 5.
-func readMBR(r io.ReaderAt, size int64, entries [4]mbrEntry) (*Layout, error) {
-	l := &Layout{Scheme: MBR, SectorSize: mbrSector}
+// readMBR builds the layout of an MBR disk with ss-byte sectors: primaries
+// 1-4, then the logical partitions of the first extended container,
+// numbered from 5.
+func readMBR(r io.ReaderAt, size int64, entries [4]MBREntry, ss int) *Layout {
+	sec := int64(ss)
+	l := &Layout{Scheme: MBR, SectorSize: ss}
+	l.Meta = append(l.Meta, Extent{Start: 0, Size: min(sec, size), What: "MBR"})
 	ext := -1 // index of the first usable extended container
 	for i, e := range entries {
-		if e.typ == 0 {
+		if e.Type == 0 {
 			continue
 		}
 		p := Partition{
 			Number:   i + 1,
-			Start:    int64(e.start) * mbrSector,
-			Size:     int64(e.count) * mbrSector,
-			Type:     fmt.Sprintf("0x%02x", e.typ),
-			TypeName: mbrTypeName(e.typ),
+			Start:    int64(e.Start) * sec,
+			Size:     int64(e.Sectors) * sec,
+			Type:     fmt.Sprintf("0x%02x", e.Type),
+			TypeName: mbrTypeName(e.Type),
 		}
-		p.Container = isExtended(e.typ)
+		p.Container = IsExtended(e.Type)
 		check(&p, size)
 		l.Partitions = append(l.Partitions, p)
 		if p.Container && ext < 0 && p.Problem == "" {
@@ -97,86 +103,79 @@ func readMBR(r io.ReaderAt, size int64, entries [4]mbrEntry) (*Layout, error) {
 	}
 	if ext >= 0 {
 		c := &l.Partitions[ext]
-		logical, problem := walkEBR(r, size, c.Start, c.End())
+		w := walkEBR(r, size, c.Start, c.End(), sec)
 		// A broken chain keeps what it did yield; the container is marked,
-		// and bytes of logicals it lost pass through, as all gaps do.
-		c.Problem = problem
-		l.Partitions = append(l.Partitions, logical...)
+		// the cut is noted, and bytes of logicals it lost pass through, as
+		// all gaps do.
+		c.Problem = w.problem
+		if w.problem != "" {
+			l.Notes = append(l.Notes, fmt.Sprintf("EBR chain of partition %d cut after %d logical partitions: %s", c.Number, len(w.logical), w.problem))
+		}
+		l.Partitions = append(l.Partitions, w.logical...)
+		l.Meta = append(l.Meta, w.ebrs...)
 	}
-	return l, nil
+	return l
+}
+
+// ebrWalk is what walkEBR found.
+type ebrWalk struct {
+	logical []Partition
+	ebrs    []Extent // the sector of every EBR read
+	problem string   // why the chain was cut, "" if it ended normally
 }
 
 // walkEBR follows the chain of extended boot records inside the container
 // [extStart, extEnd). Each EBR's first entry is a logical partition relative
 // to that EBR; its second points to the next EBR relative to extStart. The
 // walk stops at a loop, a link outside the container, or maxLogical entries.
-func walkEBR(r io.ReaderAt, size, extStart, extEnd int64) ([]Partition, string) {
-	var out []Partition
+func walkEBR(r io.ReaderAt, size, extStart, extEnd, ss int64) ebrWalk {
+	var w ebrWalk
 	seen := map[int64]bool{}
-	var sec [mbrSector]byte
-	for ebr := extStart; ; {
+	var sec [mbrSize]byte
+	for ebr, from := extStart, int64(-1); ; {
 		if seen[ebr] {
-			return out, fmt.Sprintf("EBR chain loops back to byte %d", ebr)
+			w.problem = fmt.Sprintf("EBR chain loops: the EBR at byte %d links back to the EBR at byte %d", from, ebr)
+			return w
 		}
 		seen[ebr] = true
-		if len(out) >= maxLogical {
-			return out, fmt.Sprintf("EBR chain longer than %d entries", maxLogical)
+		if len(w.logical) >= maxLogical {
+			w.problem = fmt.Sprintf("EBR chain longer than %d entries, cut at byte %d", maxLogical, ebr)
+			return w
 		}
-		if ebr+mbrSector > min(extEnd, size) {
-			return out, fmt.Sprintf("EBR at byte %d lies outside the extended partition or the source", ebr)
+		if ebr+ss > min(extEnd, size) {
+			w.problem = fmt.Sprintf("EBR at byte %d lies outside the extended partition or the source", ebr)
+			return w
 		}
 		if _, err := r.ReadAt(sec[:], ebr); err != nil {
-			return out, fmt.Sprintf("reading EBR at byte %d: %v", ebr, err)
+			w.problem = fmt.Sprintf("reading EBR at byte %d: %v", ebr, err)
+			return w
 		}
-		e, ok := parseEntries(sec[:])
+		w.ebrs = append(w.ebrs, Extent{Start: ebr, Size: ss, What: "EBR"})
+		e, ok := DecodeMBR(sec[:])
 		if !ok {
 			if ebr == extStart {
-				return out, "" // an empty extended partition
+				return w // an empty extended partition
 			}
-			return out, fmt.Sprintf("EBR at byte %d has no valid signature", ebr)
+			w.problem = fmt.Sprintf("EBR at byte %d has no valid signature", ebr)
+			return w
 		}
-		if e[0].typ != 0 {
+		if e[0].Type != 0 {
 			p := Partition{
-				Number:   5 + len(out),
-				Start:    ebr + int64(e[0].start)*mbrSector,
-				Size:     int64(e[0].count) * mbrSector,
-				Type:     fmt.Sprintf("0x%02x", e[0].typ),
-				TypeName: mbrTypeName(e[0].typ),
+				Number:   5 + len(w.logical),
+				Start:    ebr + int64(e[0].Start)*ss,
+				Size:     int64(e[0].Sectors) * ss,
+				Type:     fmt.Sprintf("0x%02x", e[0].Type),
+				TypeName: mbrTypeName(e[0].Type),
 			}
 			check(&p, size)
 			if p.Problem == "" && (p.Start < extStart || p.End() > extEnd) {
 				p.Problem = "logical partition extends outside its extended partition"
 			}
-			out = append(out, p)
+			w.logical = append(w.logical, p)
 		}
-		if e[1].typ == 0 || e[1].start == 0 {
-			return out, ""
+		if e[1].Type == 0 || e[1].Start == 0 {
+			return w
 		}
-		ebr = extStart + int64(e[1].start)*mbrSector
+		from, ebr = ebr, extStart+int64(e[1].Start)*ss
 	}
-}
-
-// mbrTypeName names common MBR partition types.
-func mbrTypeName(t byte) string {
-	switch t {
-	case 0x05, 0x0F, 0x85:
-		return "extended"
-	case 0x07:
-		return "NTFS/exFAT"
-	case 0x0B, 0x0C:
-		return "FAT32"
-	case 0x06, 0x0E:
-		return "FAT16"
-	case 0x82:
-		return "Linux swap"
-	case 0x83:
-		return "Linux"
-	case 0x8E:
-		return "Linux LVM"
-	case 0xEF:
-		return "EFI System"
-	case 0xFD:
-		return "Linux RAID"
-	}
-	return ""
 }

@@ -138,11 +138,11 @@ func (p *DiskPlan) plan(byNum map[int]Item) error {
 	}
 	p.End = end
 	if t.gpt != nil {
-		off, data := t.gpt.backup()
+		off, data := t.gpt.Backup()
 		if off < end {
 			return fmt.Errorf("the backup GPT (at byte %d) would overlap partition data ending at %d", off, end)
 		}
-		p.BackupGPT, p.backup, p.End = off, data, t.gpt.end()
+		p.BackupGPT, p.backup, p.End = off, data, t.gpt.End()
 	}
 	return nil
 }

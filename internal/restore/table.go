@@ -1,33 +1,17 @@
 package restore
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+
+	"github.com/prezero/prezero/freemap"
+	"github.com/prezero/prezero/internal/layout"
 )
-
-// ErrFormat reports a partition table in header.img that cannot be used to
-// put a --partitions archive back together.
-var ErrFormat = errors.New("unusable partition table")
-
-// FormatError describes a problem with the table at a byte offset of
-// header.img.
-type FormatError struct {
-	Off int64
-	Msg string
-}
-
-func (e *FormatError) Error() string {
-	return fmt.Sprintf("header.img, byte %d: %s", e.Off, e.Msg)
-}
-
-// Is makes errors.Is(err, ErrFormat) true for a *FormatError.
-func (e *FormatError) Is(target error) bool { return target == ErrFormat }
 
 // tablePart is one partition of the restored header's table, in bytes.
 type tablePart struct {
-	Number int // GPT entry index + 1, or MBR slot 1-4: the N of partN.img
+	Number int // GPT entry index, or MBR slot 1-4: the N of partN.img
 	Start  int64
 	Size   int64
 }
@@ -37,73 +21,91 @@ type table struct {
 	scheme     string // "gpt" or "mbr"
 	sectorSize int64
 	parts      []tablePart
-	gpt        *gptTable // for the backup GPT
+	gpt        *layout.GPTTable // the primary, for the backup GPT
 }
 
-// MBR layout: four 16-byte entries at 446, signature 55 AA at 510.
-const (
-	mbrEntries   = 446
-	mbrEntrySize = 16
-	mbrSigOff    = 510
-	mbrSector    = 512
-)
-
 // readTable reads the partition table at the start of the size-byte header
-// r: a GPT with 512- or 4096-byte sectors, else an MBR with primary
-// partitions only.
+// r with layout's decoders, and applies restore's policy, which is stricter
+// than map's: header.img must hold a sound primary GPT (512- or 4096-byte
+// sectors) whose every entry lies in the usable LBAs, with room for the
+// backup, or an MBR with primary partitions only. Errors match
+// freemap.ErrFormat.
 func readTable(r io.ReaderAt, size int64) (*table, error) {
-	for _, ss := range []int64{512, 4096} {
-		g, err := readGPT(r, size, ss)
-		if errors.Is(err, errNoGPT) {
+	for _, ss := range []int{512, 4096} {
+		g, err := layout.ReadGPT(r, size, ss, 1)
+		if errors.Is(err, layout.ErrNoGPT) {
 			continue
 		}
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("header.img: %w (a damaged primary GPT cannot be restored from header.img)", err)
 		}
-		parts, err := g.partitions()
-		if err != nil {
-			return nil, &FormatError{Off: g.sectorSize, Msg: err.Error()}
+		h := g.Header
+		if !g.BackupFits() {
+			return nil, freemap.Formatf(int64(ss), "header.img: GPT usable LBAs %d-%d and AlternateLBA %d leave no room for the backup entry array (%d sectors)",
+				h.FirstUsableLBA, h.LastUsableLBA, h.AlternateLBA, g.ArraySectors())
 		}
-		return &table{scheme: "gpt", sectorSize: ss, parts: parts, gpt: g}, nil
+		t := &table{scheme: "gpt", sectorSize: int64(ss), gpt: g}
+		for _, e := range g.Entries {
+			if !g.Usable(e.StartingLBA, e.EndingLBA) {
+				return nil, freemap.Formatf(int64(ss), "header.img: GPT entry %d spans LBAs %d-%d, outside the usable LBAs %d-%d",
+					e.Index, e.StartingLBA, e.EndingLBA, h.FirstUsableLBA, h.LastUsableLBA)
+			}
+			t.parts = append(t.parts, tablePart{
+				Number: e.Index,
+				Start:  int64(e.StartingLBA) * int64(ss),
+				Size:   int64(e.EndingLBA-e.StartingLBA+1) * int64(ss),
+			})
+		}
+		return t, nil
 	}
 	return readMBR(r, size)
 }
 
+// ErrExtended is matched (errors.Is) by the refusal of an MBR header.img
+// with an extended partition; the error also matches freemap.ErrFormat.
+var ErrExtended = errors.New("extended partition in header.img")
+
+type extendedError struct{ error }
+
+func (e extendedError) Is(target error) bool { return target == ErrExtended }
+func (e extendedError) Unwrap() error        { return e.error }
+
+// mbrSector is the sector size of the MBRs restore rebuilds from.
+const mbrSector = 512
+
 func readMBR(r io.ReaderAt, size int64) (*table, error) {
 	if size < mbrSector {
-		return nil, &FormatError{Off: 0, Msg: fmt.Sprintf("only %d bytes, no room for a partition table", size)}
+		return nil, freemap.Formatf(0, "header.img: only %d bytes, no room for a partition table", size)
 	}
 	sec := make([]byte, mbrSector)
 	if _, err := r.ReadAt(sec, 0); err != nil {
 		return nil, fmt.Errorf("reading sector 0 of header.img: %w", err)
 	}
-	if sec[mbrSigOff] != 0x55 || sec[mbrSigOff+1] != 0xAA {
-		return nil, &FormatError{Off: mbrSigOff, Msg: "no GPT and no MBR signature (55 AA)"}
+	entries, ok := layout.DecodeMBR(sec)
+	if !ok {
+		return nil, freemap.Formatf(510, "header.img: no GPT and no valid MBR (signature 55 AA and status bytes)")
 	}
 	t := &table{scheme: "mbr", sectorSize: mbrSector}
-	for i := range 4 {
-		e := sec[mbrEntries+i*mbrEntrySize:]
-		typ := e[4]
-		start, count := binary.LittleEndian.Uint32(e[8:]), binary.LittleEndian.Uint32(e[12:])
-		off := int64(mbrEntries + i*mbrEntrySize)
+	for i, e := range entries {
+		off := int64(446 + 16*i)
 		switch {
-		case typ == 0:
+		case e.Type == 0:
 			continue
-		case typ == 0xEE:
-			return nil, &FormatError{Off: off, Msg: "a protective MBR (type 0xEE) but no valid GPT header at LBA 1 with 512- or 4096-byte sectors"}
-		case typ == 0x05 || typ == 0x0F || typ == 0x85:
-			return nil, &FormatError{Off: off, Msg: fmt.Sprintf("MBR partition %d is an extended partition (type 0x%02x). "+
+		case e.Type == 0xEE:
+			return nil, freemap.Formatf(off, "header.img: a protective MBR (type 0xEE) but no valid GPT header at LBA 1 with 512- or 4096-byte sectors")
+		case layout.IsExtended(e.Type):
+			return nil, extendedError{freemap.Formatf(off, "header.img: MBR partition %d is an extended partition (type 0x%02x). "+
 				"The boot records (EBRs) that describe its logical partitions live inside it, not in header.img, "+
 				"so prezero cannot put the disk back together from header.img and partN.img. "+
 				"Restore a disk.img archive instead, or recreate the partitions and restore each partN.img "+
-				"to its partition with --path partN.img", i+1, typ)}
-		case count == 0:
-			return nil, &FormatError{Off: off, Msg: fmt.Sprintf("MBR partition %d has type 0x%02x but no sectors", i+1, typ)}
+				"to its partition", i+1, e.Type)}
+		case e.Sectors == 0:
+			return nil, freemap.Formatf(off, "header.img: MBR partition %d has type 0x%02x but no sectors", i+1, e.Type)
 		}
-		t.parts = append(t.parts, tablePart{Number: i + 1, Start: int64(start) * mbrSector, Size: int64(count) * mbrSector})
+		t.parts = append(t.parts, tablePart{Number: i + 1, Start: int64(e.Start) * mbrSector, Size: int64(e.Sectors) * mbrSector})
 	}
 	if len(t.parts) == 0 {
-		return nil, &FormatError{Off: mbrEntries, Msg: "the MBR has no partitions"}
+		return nil, freemap.Formatf(446, "header.img: the MBR has no partitions")
 	}
 	return t, nil
 }

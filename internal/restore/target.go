@@ -372,9 +372,16 @@ func (t *Target) Finish(size int64) error {
 		return fmt.Errorf("%s: fsync: %w", t.Path, err)
 	}
 	if t.Created {
-		if d, err := os.Open(filepath.Dir(t.Path)); err == nil {
-			d.Sync()
-			d.Close()
+		// A new file is durable only once its directory entry is.
+		d, err := os.Open(filepath.Dir(t.Path))
+		if err != nil {
+			return fmt.Errorf("%s: opening its directory to fsync it: %w", t.Path, err)
+		}
+		err = d.Sync()
+		d.Close()
+		// Some filesystems cannot fsync a directory at all.
+		if err != nil && !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.ENOTSUP) {
+			return fmt.Errorf("%s: fsync of its directory: %w", t.Path, err)
 		}
 	}
 	return nil

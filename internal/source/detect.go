@@ -6,81 +6,102 @@ import (
 
 	"github.com/prezero/prezero/extfsmap"
 	"github.com/prezero/prezero/freemap"
+	"github.com/prezero/prezero/lvm"
 	"github.com/prezero/prezero/ntfsmap"
 	"github.com/prezero/prezero/swapmap"
+	"github.com/prezero/prezero/xfsmap"
 )
 
-// result is what any filesystem parser reports, in the form source needs.
-type result struct {
-	fs        string
-	blockSize int
-	free      *freemap.Map
-	notes     []string
+// Adding a filesystem = one <fs>map package + one row in probes.
+//
+// A row names the filesystem family, gives its package's Probe (magic
+// numbers only, cheap), and a read that calls its package's Read and
+// returns the fields every <fs>map Volume has: FS, BlockSize, Free, Notes.
+// An error from read (freemap.ErrFormat, ErrUnsupported, ErrUnsafe) makes
+// the partition pass through whole, with the error as its reason. Rows are
+// tried in order; the first probe that says yes owns the partition.
+var probes = []probe{
+	{"ext", extfsmap.Probe, func(r io.ReaderAt, size int64, opt Options) (*volume, error) {
+		v, err := extfsmap.ReadWith(r, size, extfsmap.Options{CrossCheck: extfsmap.CrossCheck(opt.CrossCheck)})
+		if err != nil {
+			return nil, err
+		}
+		notes := v.Notes
+		if v.Fallbacks > 0 {
+			notes = append([]string{fmt.Sprintf("%d block groups kept whole (could not be verified)", v.Fallbacks)}, notes...)
+		}
+		return &volume{v.FS, v.ClusterSize, v.Free, notes}, nil // the cluster is ext's allocation unit
+	}},
+	{"ntfs", ntfsmap.Probe, func(r io.ReaderAt, size int64, opt Options) (*volume, error) {
+		v, err := ntfsmap.Read(r, size, ntfsmap.Options{ForceDirty: opt.ForceDirty, NoCrossCheck: opt.CrossCheck == CrossCheckOff})
+		if err != nil {
+			return nil, err
+		}
+		return &volume{v.FS, v.BlockSize, v.Free, v.Notes}, nil
+	}},
+	{"xfs", xfsmap.Probe, func(r io.ReaderAt, size int64, _ Options) (*volume, error) {
+		v, err := xfsmap.Read(r, size)
+		if err != nil {
+			return nil, err
+		}
+		notes := v.Notes
+		if v.Fallbacks > 0 {
+			notes = append([]string{fmt.Sprintf("%d allocation groups kept whole (could not be verified)", v.Fallbacks)}, notes...)
+		}
+		if v.Log == "covered" {
+			notes = append(notes, "log covered (a frozen or snapshot copy): only superblock updates to replay")
+		}
+		return &volume{v.FS, v.BlockSize, v.Free, notes}, nil
+	}}, // Swap is zeroed only with Options.ZeroSwap; map says what it would save.
+	{"swap", swapmap.Probe, func(r io.ReaderAt, size int64, opt Options) (*volume, error) {
+		a, err := swapmap.Read(r, size)
+		if err != nil {
+			return nil, err
+		}
+		v := &volume{a.FS, a.BlockSize, a.Free, a.Notes}
+		if !opt.ZeroSwap {
+			return v, freemap.Unsupported("swap: kept; --zero-swap would zero %s (opt-in: a VM snapshot that saved its RAM needs the swap to resume)",
+				humanBytes(a.Free.FreeBytes()))
+		}
+		return v, nil
+	}},
+	// Well-known volumes prezero cannot map (signatures.go): named, and
+	// always passed through.
+	{"crypto_LUKS", probeLUKS, readLUKS},
+	{"BitLocker", probeBitLocker, refuse("BitLocker (encrypted)")},
+	{"linux_raid_member", probeMD, refuse("Linux software RAID member (md)")},
+	{"btrfs", probeBtrfs, refuse("btrfs (not supported yet)")},
+	{"bcache", probeBcache, refuse("bcache backing or cache device")},
 }
 
-// filesystem is one parser prezero knows.
-type filesystem struct {
-	name  string
-	probe func(r io.ReaderAt, size int64) bool
-	read  func(r io.ReaderAt, size int64, opt Options) (*result, error)
+// probe is one row of the table.
+type probe struct {
+	name  string                                                        // filesystem family, for messages
+	probe func(r io.ReaderAt, size int64) bool                          // the package's Probe
+	read  func(r io.ReaderAt, size int64, opt Options) (*volume, error) // the package's Read, adapted
 }
 
-// filesystems lists the parsers, tried in order. A probe only looks at
-// magic numbers; read does the validation and may refuse.
-var filesystems = []filesystem{
-	{name: "ext", probe: extfsmap.Probe, read: readExt},
-	{name: "ntfs", probe: ntfsmap.Probe, read: readNTFS},
-	{name: "swap", probe: swapmap.Probe, read: readSwap},
-	// Well-known volumes prezero cannot map: named, always passed through.
-	{name: "crypto_LUKS", probe: probeLUKS, read: readLUKS},
-	{name: "BitLocker", probe: probeBitLocker, read: refuse("BitLocker (encrypted)")},
-	{name: "linux_raid_member", probe: probeMD, read: refuse("Linux software RAID member (md)")},
-	{name: "btrfs", probe: probeBtrfs, read: refuse("btrfs (not supported yet)")},
-	{name: "bcache", probe: probeBcache, read: refuse("bcache backing or cache device")},
+// volume is what every <fs>map reports, in the form source needs.
+type volume struct {
+	FS        string       // as blkid names it: "ext4", "ntfs", ...
+	BlockSize int          // allocation unit, bytes
+	Free      *freemap.Map // proven-free ranges; Free.Size() == the partition's size
+	Notes     []string     // fallbacks and warnings
 }
 
-func detect(r io.ReaderAt, size int64) *filesystem {
-	for i := range filesystems {
-		if filesystems[i].probe(r, size) {
-			return &filesystems[i]
+// detect returns the row whose probe recognises r, or nil.
+func detect(r io.ReaderAt, size int64) *probe {
+	for i := range probes {
+		if probes[i].probe(r, size) {
+			return &probes[i]
 		}
 	}
 	return nil
 }
 
-func readExt(r io.ReaderAt, size int64, opt Options) (*result, error) {
-	v, err := extfsmap.ReadWith(r, size, extfsmap.Options{CrossCheck: extfsmap.CrossCheck(opt.CrossCheck)})
-	if err != nil {
-		return nil, err
-	}
-	notes := v.Notes
-	if v.Fallbacks > 0 {
-		notes = append([]string{fmt.Sprintf("%d block groups kept whole (could not be verified)", v.Fallbacks)}, notes...)
-	}
-	return &result{fs: v.Kind, blockSize: v.ClusterSize, free: v.Free, notes: notes}, nil
-}
-
-func readNTFS(r io.ReaderAt, size int64, opt Options) (*result, error) {
-	v, err := ntfsmap.Read(r, size, ntfsmap.Options{ForceDirty: opt.ForceDirty, NoCrossCheck: opt.CrossCheck == CrossCheckOff})
-	if err != nil {
-		return nil, err
-	}
-	return &result{fs: "ntfs", blockSize: v.ClusterSize, free: v.Free, notes: v.Warnings}, nil
-}
-
-// readSwap maps a swap area, and zeroes it only with Options.ZeroSwap.
-func readSwap(r io.ReaderAt, size int64, opt Options) (*result, error) {
-	a, err := swapmap.Read(r, size)
-	if err != nil {
-		return nil, err
-	}
-	res := &result{fs: a.FS, blockSize: a.BlockSize, free: a.Free, notes: a.Notes}
-	if !opt.ZeroSwap {
-		return res, freemap.Unsupported("swap: kept; --zero-swap would zero %s (opt-in: a VM snapshot that saved its RAM needs the swap to resume)",
-			humanBytes(a.Free.FreeBytes()))
-	}
-	return res, nil
-}
+// recognise reports whether any row (or an LVM PV label) recognises r:
+// layout uses it to guess an image's MBR sector size.
+func recognise(r io.ReaderAt, size int64) bool { return detect(r, size) != nil || lvm.Probe(r, size) }
 
 // humanBytes formats a byte count with binary units, as map does.
 func humanBytes(n int64) string {

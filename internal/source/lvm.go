@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/prezero/prezero/freemap"
+	"github.com/prezero/prezero/internal/layout"
 	"github.com/prezero/prezero/lvm"
 	"github.com/prezero/prezero/stream"
 )
@@ -40,7 +41,7 @@ type vgGroup struct {
 // table, and each PV's free extents plus its LVs' free space become the
 // partition's map. It returns the LVs, which it also hangs under their
 // partitions (Part.Volumes).
-func mapLVM(r io.ReaderAt, size int64, parts []*Part, opt Options) []*Part {
+func mapLVM(r io.ReaderAt, size int64, parts []*Part, meta []layout.Extent, opt Options) []*Part {
 	var pvs []*pvPart
 	broken := map[string]*Part{} // PV UUID → partition whose PV cannot be read
 	for _, p := range parts {
@@ -99,7 +100,7 @@ func mapLVM(r io.ReaderAt, size int64, parts []*Part, opt Options) []*Part {
 		}
 	}
 	for _, id := range order {
-		lvs = append(lvs, mapVG(groups[id], broken, opt)...)
+		lvs = append(lvs, mapVG(groups[id], broken, meta, opt)...)
 	}
 	return lvs
 }
@@ -116,7 +117,7 @@ func inGroup(groups map[string]*vgGroup, pp *pvPart) bool {
 }
 
 // mapVG maps one VG's LVs and its PVs' partitions.
-func mapVG(g *vgGroup, broken map[string]*Part, opt Options) []*Part {
+func mapVG(g *vgGroup, broken map[string]*Part, meta []layout.Extent, opt Options) []*Part {
 	vg := g.vg
 	if len(g.seqnos) > 1 {
 		var ss []string
@@ -162,7 +163,9 @@ func mapVG(g *vgGroup, broken map[string]*Part, opt Options) []*Part {
 	builders := map[string]*freemap.Builder{}
 	for _, m := range g.members {
 		b := freemap.NewBuilder(m.n)
-		b.AddMap(vg.FreeExtents(m.pv.Info, m.n), 0)
+		fe := vg.FreeExtents(m.pv.Info, m.n)
+		b.AddMap(fe, 0)
+		fe.Release()
 		builders[m.pv.Info.Name] = b
 	}
 	var out []*Part
@@ -211,7 +214,8 @@ func mapVG(g *vgGroup, broken map[string]*Part, opt Options) []*Part {
 	}
 	for _, m := range g.members {
 		p := m.part
-		p.Free = builders[m.pv.Info.Name].Map()
+		// Partition-table sectors inside the PV (a hostile table) stay.
+		p.Free = keepMeta(builders[m.pv.Info.Name].Map(), p.Start, meta)
 		p.Stream = stream.New(m.sec, m.n, p.Free)
 		p.Zeroed, p.Reason = true, ""
 		p.TypeName = nonEmpty(p.TypeName, "LVM")

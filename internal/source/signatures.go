@@ -13,8 +13,8 @@ import (
 // filesystem". Offsets and magics as libblkid reads them.
 
 // refuse returns a read function that always refuses, naming the volume.
-func refuse(what string) func(io.ReaderAt, int64, Options) (*result, error) {
-	return func(io.ReaderAt, int64, Options) (*result, error) {
+func refuse(what string) func(io.ReaderAt, int64, Options) (*volume, error) {
+	return func(io.ReaderAt, int64, Options) (*volume, error) {
 		return nil, freemap.Unsupported("%s", what)
 	}
 }
@@ -59,7 +59,7 @@ func luksVersion(r io.ReaderAt, size int64) int {
 	return int(binary.BigEndian.Uint16(b[6:]))
 }
 
-func readLUKS(r io.ReaderAt, size int64, _ Options) (*result, error) {
+func readLUKS(r io.ReaderAt, size int64, _ Options) (*volume, error) {
 	if v := luksVersion(r, size); v == 1 || v == 2 {
 		return nil, freemap.Unsupported("LUKS%d (encrypted)", v)
 	}

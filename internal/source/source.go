@@ -6,7 +6,14 @@
 //
 // Rules: a partition that no parser claims, that a parser refuses, or that
 // overlaps another passes through whole; bytes outside every partition (boot
-// code, gaps, the backup GPT) pass through; only proven-free ranges are zero.
+// code, gaps, the backup GPT) pass through; the partition table's own
+// sectors (layout.Layout.Meta) pass through wherever they lie, even inside a
+// partition's free space; only proven-free ranges are zero. The header is
+// the bytes before the first table entry's start, even an entry cut off by
+// the end of the source.
+//
+// Filesystems are found through the probe table in detect.go: adding one is
+// one <fs>map package and one row there.
 package source
 
 import (
@@ -16,6 +23,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/prezero/prezero/freemap"
 	"github.com/prezero/prezero/internal/layout"
@@ -124,21 +133,30 @@ func New(f *os.File, path string, opt Options) (*Source, error) {
 	if size == 0 {
 		return nil, fmt.Errorf("%s is empty", path)
 	}
-	return build(f, path, size, opt)
+	ss := 0 // an image file: layout guesses an MBR's sector size
+	if fi.Mode()&os.ModeDevice != 0 {
+		n, err := unix.IoctlGetInt(int(f.Fd()), unix.BLKSSZGET)
+		if err != nil {
+			return nil, fmt.Errorf("%s: reading its logical sector size (BLKSSZGET): %w", path, err)
+		}
+		ss = n
+	}
+	return build(f, path, size, ss, opt)
 }
 
-// build is New over any io.ReaderAt.
-func build(r io.ReaderAt, path string, size int64, opt Options) (*Source, error) {
-	l, err := layout.Read(r, size)
+// build is New over any io.ReaderAt; ss is a block device's logical sector
+// size, or 0.
+func build(r io.ReaderAt, path string, size int64, ss int, opt Options) (*Source, error) {
+	l, err := layout.ReadOptions(r, size, layout.Options{SectorSize: ss, Recognise: recognise})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	s := &Source{Path: path, Size: size, Layout: l}
 	markOverlaps(l.Partitions)
 	for _, lp := range l.Partitions {
-		s.Parts = append(s.Parts, mapPart(r, size, lp, opt))
+		s.Parts = append(s.Parts, mapPart(r, size, lp, l.Meta, opt))
 	}
-	s.LVs = mapLVM(r, size, s.Parts, opt)
+	s.LVs = mapLVM(r, size, s.Parts, l.Meta, opt)
 
 	disk := freemap.NewBuilder(size)
 	first := size
@@ -146,7 +164,9 @@ func build(r io.ReaderAt, path string, size int64, opt Options) (*Source, error)
 		if p.Zeroed {
 			disk.AddMap(p.Free, p.Start)
 		}
-		if !p.Container && p.Problem == "" {
+		// The header ends where the first entry starts, even an entry
+		// cut off by the end of the source.
+		if !p.Container && p.Size > 0 && p.Start > 0 {
 			first = min(first, p.Start)
 		}
 	}
@@ -158,8 +178,8 @@ func build(r io.ReaderAt, path string, size int64, opt Options) (*Source, error)
 	return s, nil
 }
 
-// mapPart detects and maps one partition.
-func mapPart(r io.ReaderAt, size int64, lp layout.Partition, opt Options) *Part {
+// mapPart detects and maps one partition; the table sectors meta are kept.
+func mapPart(r io.ReaderAt, size int64, lp layout.Partition, meta []layout.Extent, opt Options) *Part {
 	start, n := lp.Clip(size)
 	sec := io.NewSectionReader(r, start, n)
 	p := &Part{Partition: lp}
@@ -170,6 +190,8 @@ func mapPart(r io.ReaderAt, size int64, lp layout.Partition, opt Options) *Part 
 		return p
 	}
 	switch {
+	case lp.Container && lp.Problem != "":
+		return passThrough("extended partition (holds the logical partitions' boot records); " + lp.Problem)
 	case lp.Container:
 		return passThrough("extended partition (holds the logical partitions' boot records)")
 	case lp.Problem != "":
@@ -181,6 +203,10 @@ func mapPart(r io.ReaderAt, size int64, lp layout.Partition, opt Options) *Part 
 		return passThrough("LVM2 PV not mapped")
 	}
 	mapVolume(p, sec, n, opt)
+	if p.Zeroed {
+		p.Free = keepMeta(p.Free, start, meta)
+		p.Stream = stream.New(sec, n, p.Free)
+	}
 	return p
 }
 
@@ -204,23 +230,47 @@ func mapVolume(p *Part, sec io.ReaderAt, n int64, opt Options) {
 	}
 	p.FS = d.name
 	res, err := d.read(sec, n, opt)
-	if res != nil && res.fs != "" {
-		p.FS = res.fs
+	if res != nil && res.FS != "" {
+		p.FS = res.FS
 	}
 	if err != nil {
 		passThrough(err.Error())
 		return
 	}
-	if res.free.Size() != n {
-		passThrough(fmt.Sprintf("internal error: %s map covers %d bytes, volume has %d", d.name, res.free.Size(), n))
+	if res.Free.Size() != n {
+		passThrough(fmt.Sprintf("internal error: %s map covers %d bytes, volume has %d", d.name, res.Free.Size(), n))
 		return
 	}
-	p.FS, p.BlockSize, p.Notes = res.fs, res.blockSize, res.notes
-	if c := res.free.Coarsened(); c.Bytes > 0 {
+	p.FS, p.BlockSize, p.Notes = res.FS, res.BlockSize, res.Notes
+	if c := res.Free.Coarsened(); c.Bytes > 0 {
 		p.Notes = append(p.Notes, fmt.Sprintf("coarsened: %v served from source to stay within the memory limit", c))
 	}
-	p.Zeroed, p.Free = true, res.free
+	p.Zeroed, p.Free = true, res.Free
 	p.Stream = stream.New(sec, n, p.Free)
+}
+
+// keepMeta returns free (a partition's map, which starts at byte start of
+// the source) without the partition-table sectors meta: whatever free space
+// a table puts its MBR, EBRs or GPT arrays in, they are served from the
+// source, in the disk stream and in the partition's own.
+func keepMeta(free *freemap.Map, start int64, meta []layout.Extent) *freemap.Map {
+	cut := freemap.NewBuilder(free.Size())
+	n := 0
+	for _, m := range meta {
+		off, end := max(m.Start-start, 0), min(m.Start+m.Size-start, free.Size())
+		if end > off {
+			cut.Add(off, end-off)
+			n++
+		}
+	}
+	cm := cut.Map()
+	defer cm.Release()
+	if n == 0 {
+		return free
+	}
+	out := free.Without(cm)
+	free.Release() // nothing reads through it: its memory goes back to the limit
+	return out
 }
 
 // markOverlaps marks every partition that shares bytes with another: one

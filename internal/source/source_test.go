@@ -106,18 +106,27 @@ type disk struct {
 	size   int64
 	script string
 	fill   map[int]string
+	esz    int // GPT entry size, if not sfdisk's 128
 }
 
 var disks = []disk{
 	{"mbr-logical", 512, 128 * mib,
 		"label: dos\nsize=32M, type=83\nsize=4M, type=7\ntype=5\nsize=16M, type=83\nsize=24M, type=7\nsize=32M, type=83\n",
-		map[int]string{1: "ext4", 5: "ext2-1k", 6: "ntfs", 7: "ext4"}},
+		map[int]string{1: "ext4", 5: "ext2-1k", 6: "ntfs", 7: "ext4"}, 0},
 	{"gpt-512", 512, 96 * mib,
 		"label: gpt\nsize=32M, type=L\nsize=24M, type=EBD0A0A2-B9E5-4433-87C0-68B6B72699C7\nsize=16M, type=L\nsize=4M, type=L\n",
-		map[int]string{1: "ext4", 2: "ntfs", 3: "ext2-1k"}},
+		map[int]string{1: "ext4", 2: "ntfs", 3: "ext2-1k"}, 0},
 	{"gpt-4096", 4096, 96 * mib,
 		"label: gpt\nsize=16M, type=L\nsize=24M, type=EBD0A0A2-B9E5-4433-87C0-68B6B72699C7\nsize=32M, type=L\nsize=4M, type=L\n",
-		map[int]string{1: "ext2-1k", 2: "ntfs-4k", 3: "ext4"}},
+		map[int]string{1: "ext2-1k", 2: "ntfs-4k", 3: "ext4"}, 0},
+	// 256- and 512-byte GPT entries (UEFI allows any 128 * 2^n).
+	{"gpt-512-e256", 512, 64 * mib, "label: gpt\nsize=32M, type=L\nsize=24M, type=L\n",
+		map[int]string{1: "ext4", 2: "ntfs"}, 256},
+	{"gpt-4096-e512", 4096, 64 * mib, "label: gpt\nsize=16M, type=L\nsize=24M, type=L\n",
+		map[int]string{1: "ext2-1k", 2: "ntfs-4k"}, 512},
+	// An MBR made on a 4Kn disk, read from an image file.
+	{"mbr-4096", 4096, 64 * mib, "label: dos\nsize=16M, type=83\nsize=24M, type=7\n",
+		map[int]string{1: "ext2-1k", 2: "ntfs-4k"}, 0},
 }
 
 func TestDisks(t *testing.T) {
@@ -128,7 +137,11 @@ func TestDisks(t *testing.T) {
 			img := filepath.Join(dir, "disk.img")
 			imgtest.RandomFile(t, img, d.size)
 			imgtest.Partition(t, img, d.sector, d.script)
-			orig := readLayout(t, img)
+			if d.esz != 0 {
+				imgtest.WidenGPTEntries(t, img, d.sector, d.esz)
+			}
+			// The table as the disk it was made on reads it.
+			orig := readLayoutOpt(t, img, layout.Options{SectorSize: d.sector})
 			if len(orig.Partitions) == 0 {
 				t.Fatal("no partitions")
 			}
@@ -159,6 +172,9 @@ func TestDisks(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer src.Close()
+			if src.Layout.SectorSize != d.sector {
+				t.Fatalf("sector size %d, want %d", src.Layout.SectorSize, d.sector)
+			}
 			for _, p := range src.Parts {
 				_, filled := d.fill[p.Number]
 				if p.Zeroed != filled {
@@ -190,13 +206,18 @@ func TestDisks(t *testing.T) {
 
 func readLayout(t *testing.T, img string) *layout.Layout {
 	t.Helper()
+	return readLayoutOpt(t, img, layout.Options{})
+}
+
+func readLayoutOpt(t *testing.T, img string, opt layout.Options) *layout.Layout {
+	t.Helper()
 	f, err := os.Open(img)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
 	fi, _ := f.Stat()
-	l, err := layout.Read(f, fi.Size())
+	l, err := layout.ReadOptions(f, fi.Size(), opt)
 	if err != nil {
 		t.Fatal(err)
 	}

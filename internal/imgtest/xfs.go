@@ -1,0 +1,94 @@
+package imgtest
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// xfsEnv lets mkfs.xfs make filesystems below its 300 MB floor (xfsprogs
+// 5.19+ waive it for fstests when these are set), so test images stay small.
+var xfsEnv = []string{"TEST_DIR=1", "TEST_DEV=1", "QA_CHECK_FS=1", "LC_ALL=C"}
+
+// MakeXFS fills path with size random bytes and formats it with mkfs.xfs
+// -K (no discard, so free blocks keep their random bytes) and the given
+// arguments.
+func MakeXFS(t testing.TB, path string, size int64, mkfsArgs ...string) {
+	t.Helper()
+	Need(t, "mkfs.xfs")
+	RandomFile(t, path, size)
+	RunXFS(t, "mkfs.xfs", append(append([]string{"-q", "-f", "-K"}, mkfsArgs...), path)...)
+}
+
+// RunXFS runs an xfsprogs tool with the small-filesystem environment and
+// returns its stdout; it fails the test if the tool fails.
+func RunXFS(t testing.TB, name string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.Env = append(os.Environ(), xfsEnv...)
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("%s %q: %v\n%s%s", name, args, err, stdout.String(), stderr.String())
+	}
+	return stdout.String()
+}
+
+// Loop attaches img (from byte off, len bytes if len > 0) to a new loop
+// device, read-only if ro, and detaches it at cleanup or when the returned
+// function is called.
+func Loop(t testing.TB, img string, off, n int64, ro bool) (dev string, detach func()) {
+	t.Helper()
+	NeedRoot(t)
+	Need(t, "losetup")
+	args := []string{"-f", "--show"}
+	if off > 0 {
+		args = append(args, "-o", strconv.FormatInt(off, 10))
+	}
+	if n > 0 {
+		args = append(args, "--sizelimit", strconv.FormatInt(n, 10))
+	}
+	if ro {
+		args = append(args, "-r")
+	}
+	dev = strings.TrimSpace(Run(t, "losetup", append(args, img)...))
+	done := false
+	detach = func() {
+		if !done {
+			done = true
+			if out, err := Output("losetup", "-d", dev); err != nil {
+				t.Errorf("losetup -d %s: %v\n%s", dev, err, out)
+			}
+		}
+	}
+	t.Cleanup(detach)
+	return dev, detach
+}
+
+// MountXFS mounts the XFS image img on mnt through a loop device of its
+// own, with mount options opts ("" for none), and returns a function that
+// unmounts it and detaches the device (also run at cleanup).
+func MountXFS(t testing.TB, img, mnt, opts string, ro bool) (unmount func()) {
+	t.Helper()
+	dev, detach := Loop(t, img, 0, 0, ro)
+	args := []string{"-t", "xfs"}
+	if opts != "" {
+		args = append(args, "-o", opts)
+	}
+	Run(t, "mount", append(args, dev, mnt)...)
+	done := false
+	unmount = func() {
+		if !done {
+			done = true
+			if out, err := Output("umount", mnt); err != nil {
+				t.Errorf("umount %s: %v\n%s", mnt, err, out)
+			}
+			detach()
+		}
+	}
+	t.Cleanup(unmount)
+	return unmount
+}
