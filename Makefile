@@ -1,7 +1,7 @@
 # prezero: make build | make test | make demo | make bench | make fuzz | make lint
 GO ?= go
 
-.PHONY: build test demo bench fuzz vet lint lint-tools
+.PHONY: build test demo bench fuzz vet deps lint lint-tools
 
 build:
 	$(GO) build -o prezero ./cmd/prezero
@@ -9,7 +9,12 @@ build:
 # The whole test suite: unit tests, fuzz seed corpora, and the integration
 # tests that run the real mkfs.ext4, mkntfs, sfdisk, zerofree, ntfsclone,
 # FUSE and borg. Needs root for loop devices and ntfs-3g mounts.
-test:
+# Checks the Debian packages of .ci/run's list: installs the missing ones as
+# root, otherwise prints the apt-get line.
+deps:
+	./scripts/deps.sh
+
+test: deps
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 30m ./...
 
@@ -21,6 +26,7 @@ bench: build
 	./bench/backup.sh
 	./bench/restore.sh
 	./bench/nbd.sh
+	./bench/vmdisk.sh
 	./bench/memory.sh
 	./bench/crosscheck.sh
 	./bench/journal.sh
@@ -39,6 +45,8 @@ fuzz:
 	$(FUZZ) -fuzz='^FuzzReplies$$' ./internal/nbd
 	$(FUZZ) -fuzz='^FuzzRead$$' ./fatmap
 	$(FUZZ) -fuzz='^FuzzRead$$' ./exfatmap
+	for f in FuzzRead FuzzMetadata; do $(FUZZ) -fuzz="^$$f\$$" ./lvm || exit 1; done
+	$(FUZZ) -fuzz='^FuzzRead$$' ./swapmap
 	$(FUZZ) -fuzz='^FuzzRead$$' ./xfsmap
 
 # Static analysis: gofmt, go vet and staticcheck's default checks.

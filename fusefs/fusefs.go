@@ -1,6 +1,7 @@
-// Package fusefs serves prezero's streams as a read-only FUSE filesystem: one
-// flat directory of image files (disk.img, header.img, part1.img, ...), each
-// backed by a stream.Reader. It is a consumer at the end of the pipeline and
+// Package fusefs serves prezero's streams as a read-only FUSE filesystem: a
+// directory of image files (disk.img, header.img, part1.img, ...; a name
+// with slashes, such as lv/vg-root.img, puts the file in a subdirectory),
+// each backed by a stream.Reader. It is a consumer at the end of the pipeline and
 // knows no filesystem: what reads as zeros is decided by the streams' maps.
 //
 // Rules: every byte is read through stream.Reader.ReadAt (the one zeroing
@@ -45,7 +46,7 @@ const cacheTimeout = time.Hour
 
 // File is one file of the mount.
 type File struct {
-	Name   string
+	Name   string // a relative path: "disk.img", or "lv/vg-root.img"
 	Stream *stream.Reader
 }
 

@@ -136,6 +136,42 @@ func TestMountAttrs(t *testing.T) {
 	}
 }
 
+// TestMountSubdir serves files whose names hold a directory (lv/...): the
+// directory is read-only, lists its files, and they read like any other.
+func TestMountSubdir(t *testing.T) {
+	s := newSynthetic(t, 24*align, 7)
+	start := time.Unix(1700000000, 5)
+	dir := mountT(t, []File{
+		{Name: "disk.img", Stream: s.stream()},
+		{Name: "lv/vg-root.img", Stream: s.stream()},
+		{Name: "lv/vg-home.img", Stream: s.stream()},
+	}, Options{Time: start})
+	ents, err := os.ReadDir(filepath.Join(dir, "lv"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ents) != 2 || ents[0].Name() != "vg-home.img" || ents[1].Name() != "vg-root.img" {
+		t.Fatalf("lv lists %v", ents)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(filepath.Join(dir, "lv"), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode != syscall.S_IFDIR|0555 || !time.Unix(st.Mtim.Unix()).Equal(start) {
+		t.Errorf("lv: mode %o mtime %v", st.Mode, time.Unix(st.Mtim.Unix()))
+	}
+	got, err := os.ReadFile(filepath.Join(dir, "lv", "vg-root.img"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, s.want()) {
+		t.Fatal("lv/vg-root.img differs from its stream")
+	}
+	if err := os.Mkdir(filepath.Join(dir, "lv", "x"), 0o755); err == nil {
+		t.Error("made a directory on the read-only mount")
+	}
+}
+
 func TestMountRead(t *testing.T) {
 	s := newSynthetic(t, 32*align+777, 2)
 	want := s.want()
@@ -313,7 +349,11 @@ func TestNewRootRejects(t *testing.T) {
 		files []File
 		opts  Options
 	}{
-		{"slash", []File{{Name: "a/b", Stream: r}}, Options{}},
+		{"absolute", []File{{Name: "/a", Stream: r}}, Options{}},
+		{"dotdot", []File{{Name: "lv/../a", Stream: r}}, Options{}},
+		{"empty component", []File{{Name: "lv//a", Stream: r}}, Options{}},
+		{"file is a dir", []File{{Name: "lv", Stream: r}, {Name: "lv/a", Stream: r}}, Options{}},
+		{"dir is a file", []File{{Name: "lv/a", Stream: r}, {Name: "lv", Stream: r}}, Options{}},
 		{"dup", []File{{Name: "a", Stream: r}, {Name: "a", Stream: r}}, Options{}},
 		{"nil stream", []File{{Name: "a"}}, Options{}},
 		{"bad align", []File{{Name: "a", Stream: r}}, Options{HoleAlign: 1000}},

@@ -3,6 +3,7 @@ package fusefs
 import (
 	"context"
 	"fmt"
+	"path"
 	"strings"
 	"syscall"
 	"time"
@@ -40,8 +41,15 @@ func NewRoot(files []File, opts Options) (*Root, error) {
 	}
 	seen := map[string]bool{}
 	for _, f := range files {
-		if f.Name == "" || f.Name == "." || f.Name == ".." || strings.ContainsRune(f.Name, '/') || seen[f.Name] {
+		if !validPath(f.Name) || seen[f.Name] || seen[f.Name+"/"] {
 			return nil, fmt.Errorf("bad or duplicate file name %q", f.Name)
+		}
+		// A file may not also be a directory of another's path.
+		for dir := path.Dir(f.Name); dir != "."; dir = path.Dir(dir) {
+			if seen[dir] {
+				return nil, fmt.Errorf("file name %q is also a directory", dir)
+			}
+			seen[dir+"/"] = true
 		}
 		if f.Stream == nil {
 			return nil, fmt.Errorf("file %q has no stream", f.Name)
@@ -51,18 +59,61 @@ func NewRoot(files []File, opts Options) (*Root, error) {
 	return &Root{files: files, opts: opts, health: &health{check: opts.Check, logf: opts.Logf}}, nil
 }
 
-// OnAdd adds one imageFile per File, with stable inode numbers.
+// validPath reports whether name is a relative slash-separated path of
+// non-empty components other than "." and "..".
+func validPath(name string) bool {
+	if name == "" {
+		return false
+	}
+	for _, c := range strings.Split(name, "/") {
+		if c == "" || c == "." || c == ".." {
+			return false
+		}
+	}
+	return true
+}
+
+// OnAdd adds one imageFile per File, and the read-only directories their
+// names contain, with stable inode numbers.
 func (r *Root) OnAdd(ctx context.Context) {
+	nextDir := uint64(len(r.files)) + 2
 	for i, f := range r.files {
+		parent := &r.Inode
+		parts := strings.Split(f.Name, "/")
+		for _, d := range parts[:len(parts)-1] {
+			ch := parent.GetChild(d)
+			if ch == nil {
+				ch = parent.NewPersistentInode(ctx, &dir{time: r.opts.Time}, fs.StableAttr{Mode: fuse.S_IFDIR, Ino: nextDir})
+				nextDir++
+				parent.AddChild(d, ch, false)
+			}
+			parent = ch
+		}
 		img := &imageFile{
 			r:      f.Stream,
 			holes:  f.Stream.Free().Aligned(r.opts.HoleAlign),
 			time:   r.opts.Time,
 			health: r.health,
 		}
-		ch := r.NewPersistentInode(ctx, img, fs.StableAttr{Mode: fuse.S_IFREG, Ino: uint64(i) + 2})
-		r.AddChild(f.Name, ch, false)
+		ch := parent.NewPersistentInode(ctx, img, fs.StableAttr{Mode: fuse.S_IFREG, Ino: uint64(i) + 2})
+		parent.AddChild(parts[len(parts)-1], ch, false)
 	}
+}
+
+// dir is a read-only subdirectory of the mount.
+type dir struct {
+	fs.Inode
+	time time.Time
+}
+
+var _ = (fs.NodeGetattrer)((*dir)(nil))
+
+// Getattr reports a read-only directory.
+func (d *dir) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	out.Mode = 0555
+	out.Nlink = 2
+	setTimes(&out.Attr, d.time)
+	return 0
 }
 
 // Getattr reports a read-only directory.
@@ -82,7 +133,7 @@ func (r *Root) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
 	out.Bsize = 4096
 	out.Frsize = 4096
 	out.Blocks = (total + 4095) / 4096
-	out.Files = uint64(len(r.files)) + 1
+	out.Files = uint64(len(r.files)) + 1 // (and any subdirectories)
 	out.NameLen = 255
 	return 0
 }

@@ -16,29 +16,30 @@ import (
 )
 
 type catOptions struct {
-	forceDirty bool
-	force      bool
-	forceShare bool
+	sourceFlags
+	force bool
 }
 
 func (o *catOptions) AddFlags(f *pflag.FlagSet) {
 	f.BoolVar(&o.force, "force", false, "read a block device even if it (or a partition or device on it) is mounted read-write")
-	addSourceFlags(f, &o.forceDirty)
-	addShareFlag(f, &o.forceShare)
+	o.sourceFlags.AddFlags(f)
 }
 
 func init() {
 	var opts catOptions
 	register(&command{
 		name:  "cat",
-		usage: "SOURCE [disk|header|N|partN] > STREAM",
+		usage: "SOURCE [disk|header|N|partN|VG/LV] > STREAM",
 		short: "write a zeroed stream to stdout",
 		long: `Write one stream of SOURCE to standard output:
   disk     the whole source, each recognised partition's free blocks zeroed (default)
   header   the bytes before the first partition, unchanged
   N, partN partition N alone, numbered as 'prezero map' shows
 If SOURCE changes while it is read, cat stops with an error (exit 2) before
-writing anything read after the change: discard the partial stream.`,
+writing anything read after the change: discard the partial stream.
+  VG/LV    an LVM logical volume alone (also by its device-mapper name VG-LV),
+           its free blocks zeroed; restore it with 'prezero restore' onto
+           /dev/VG/LV`,
 		flags: opts.AddFlags,
 		run:   func(ctx context.Context, args []string) error { return runCat(ctx, opts, args) },
 	})
@@ -74,7 +75,7 @@ func runCat(ctx context.Context, opts catOptions, args []string) error {
 		return err
 	}
 	defer w.Close()
-	src, err := source.Open(args[0], source.Options{ForceDirty: opts.forceDirty, CrossCheck: crossCheckOption(), ForceShare: opts.forceShare})
+	src, err := source.Open(args[0], opts.options())
 	if err != nil {
 		return err
 	}
@@ -89,9 +90,9 @@ func runCat(ctx context.Context, opts catOptions, args []string) error {
 	if err != nil {
 		return err
 	}
-	for _, p := range src.Parts {
+	for _, p := range append(src.Parts, src.LVs...) {
 		for _, n := range p.Notes {
-			fmt.Fprintf(os.Stderr, "prezero: part%d: %s\n", p.Number, n)
+			fmt.Fprintf(os.Stderr, "prezero: part%s: %s\n", p.Label(), n)
 		}
 	}
 	stream.GrowPipe(os.Stdout)

@@ -16,23 +16,33 @@ import (
 )
 
 type mapOptions struct {
-	json       bool
-	forceDirty bool
-	force      bool
-	forceShare bool
+	json  bool
+	force bool
+	sourceFlags
 }
 
 func (o *mapOptions) AddFlags(f *pflag.FlagSet) {
 	f.BoolVar(&o.json, "json", false, "print the map as JSON")
-	addSourceFlags(f, &o.forceDirty)
 	f.BoolVar(&o.force, "force", false, "with --force-share: map a VM image another process has open for writing")
+	o.sourceFlags.AddFlags(f)
+}
+
+// sourceFlags are the options every command that opens a SOURCE shares.
+type sourceFlags struct {
+	forceDirty bool
+	zeroSwap   bool
+	forceShare bool
+}
+
+func (o *sourceFlags) AddFlags(f *pflag.FlagSet) {
+	f.BoolVar(&o.forceDirty, "force-dirty", false, "zero NTFS volumes marked dirty (unsafe: their bitmap may be stale)")
+	addMemoryFlag(f)
+	f.BoolVar(&o.zeroSwap, "zero-swap", false, "zero swap areas after their header page (not if a saved RAM state, e.g. a VM snapshot with memory, will resume from this disk)")
 	addShareFlag(f, &o.forceShare)
 }
 
-// addSourceFlags adds the options every command that opens a SOURCE shares.
-func addSourceFlags(f *pflag.FlagSet, forceDirty *bool) {
-	f.BoolVar(forceDirty, "force-dirty", false, "zero NTFS volumes marked dirty (unsafe: their bitmap may be stale)")
-	addMemoryFlag(f)
+func (o *sourceFlags) options() source.Options {
+	return source.Options{ForceDirty: o.forceDirty, ZeroSwap: o.zeroSwap, ForceShare: o.forceShare, CrossCheck: crossCheckOption()}
 }
 
 func init() {
@@ -43,8 +53,13 @@ func init() {
 		short: "show the partitions of SOURCE and what prezero would zero",
 		long: `Print one row per partition: number, start, size, type, filesystem, block
 size, used bytes, zeroable bytes and status ("zeroed", or "pass-through:
-REASON"), then the expected saving. SOURCE is an image file or block device,
-opened read-only.`,
+REASON"), then the expected saving. An LVM physical volume's logical volumes
+follow it as rows N/VG/LV (a partition's row counts its LVs' bytes too).
+SOURCE is an image file or block device, opened read-only.
+
+Swap areas pass through unless --zero-swap is given; the row says how much
+it would save. Leave swap alone if a saved RAM state (a suspended VM, a
+snapshot with memory) will resume from this disk.`,
 		flags: opts.AddFlags,
 		run:   func(ctx context.Context, args []string) error { return runMap(ctx, opts, args) },
 	})
@@ -81,6 +96,10 @@ type partJSON struct {
 	Notes     []string `json:"notes,omitempty"`
 	// Journal: an ext3/ext4 journal replayed in memory (needs_recovery).
 	Journal *extfsmap.Replay `json:"journal,omitempty"`
+	// LVM logical volumes whose first extent this partition (a PV) holds.
+	Volumes []partJSON `json:"volumes,omitempty"`
+	LV      string     `json:"lv,omitempty"`   // "VG/LV" for a logical volume
+	File    string     `json:"file,omitempty"` // its file in the mount; prezero cat SOURCE VG/LV
 }
 
 func runMap(ctx context.Context, opts mapOptions, args []string) error {
@@ -98,7 +117,7 @@ func runMap(ctx context.Context, opts mapOptions, args []string) error {
 	if err := checkInUse(args[0]); err != nil {
 		fmt.Fprintf(os.Stderr, "prezero map: warning: %v\n", err)
 	}
-	src, err := source.Open(args[0], source.Options{ForceDirty: opts.forceDirty, CrossCheck: crossCheckOption(), ForceShare: opts.forceShare})
+	src, err := source.Open(args[0], opts.options())
 	if err != nil {
 		return err
 	}
@@ -124,17 +143,28 @@ func buildMapJSON(src *source.Source) mapJSON {
 		m.KnownZero = &n
 	}
 	for _, p := range src.Parts {
-		free := p.Free.FreeBytes()
-		m.Partitions = append(m.Partitions, partJSON{
-			Number: p.Number, Start: p.Start, Size: p.Size, Type: p.Type, TypeName: p.TypeName,
-			Name: p.Name, Container: p.Container, FS: p.FS, BlockSize: p.BlockSize,
-			Used: p.Used(), Zeroable: free, Zeroed: p.Zeroed, Status: p.Status(), Notes: p.Notes,
-			Journal: p.Journal,
-		})
+		pj := partToJSON(p)
+		for _, lv := range p.Volumes {
+			lj := partToJSON(lv)
+			lj.LV = lv.LV
+			if lv.Stream != nil {
+				lj.File = source.LVFileName(lv)
+			}
+			pj.Volumes = append(pj.Volumes, lj)
+		}
+		m.Partitions = append(m.Partitions, pj)
 	}
 	m.Zeroable = src.Zeroable()
 	m.Used = src.Size - m.Zeroable
 	return m
+}
+
+func partToJSON(p *source.Part) partJSON {
+	return partJSON{
+		Number: p.Number, Start: p.Start, Size: p.Size, Type: p.Type, TypeName: p.TypeName,
+		Name: p.Name, Container: p.Container, FS: p.FS, BlockSize: p.BlockSize,
+		Used: p.Used(), Zeroable: p.Free.FreeBytes(), Zeroed: p.Zeroed, Status: p.Status(), Notes: p.Notes,
+	}
 }
 
 func printMap(w io.Writer, m mapJSON) {
@@ -159,7 +189,7 @@ func printMap(w io.Writer, m mapJSON) {
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "PART\tSTART\tSIZE\tTYPE\tFS\tBLOCK\tUSED\tZEROABLE\tSTATUS")
-	for _, p := range m.Partitions {
+	row := func(label string, p partJSON) {
 		typ := p.Type
 		if p.TypeName != "" {
 			typ = p.TypeName
@@ -171,13 +201,24 @@ func printMap(w io.Writer, m mapJSON) {
 		if p.BlockSize > 0 {
 			bs = fmt.Sprint(p.BlockSize)
 		}
-		fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Number, p.Start, human(p.Size), typ, fs, bs,
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", label, p.Start, human(p.Size), typ, fs, bs,
 			human(p.Used), human(p.Zeroable), p.Status)
+	}
+	for _, p := range m.Partitions {
+		row(fmt.Sprint(p.Number), p)
+		for _, lv := range p.Volumes {
+			row(fmt.Sprintf("%d/%s", p.Number, lv.LV), lv)
+		}
 	}
 	tw.Flush()
 	for _, p := range m.Partitions {
 		for _, n := range p.Notes {
 			fmt.Fprintf(w, "part%d: %s\n", p.Number, n)
+		}
+		for _, lv := range p.Volumes {
+			for _, n := range lv.Notes {
+				fmt.Fprintf(w, "%s: %s\n", lv.LV, n)
+			}
 		}
 	}
 	pct := 0.0

@@ -44,6 +44,7 @@ as a read-only directory of image files:
   disk.img     the whole source, each recognised partition's free blocks zeroed
   header.img   the bytes before the first partition, unchanged
   partN.img    partition N alone, numbered as 'prezero map' shows
+  lv/VG-LV.img an LVM logical volume alone, named as device-mapper names it
 Unallocated ranges read as zeros without reading the source, and whole free
 windows of --hole-align bytes are holes to lseek(SEEK_HOLE), which
 'borg create --sparse' skips. Every file's mtime and ctime is the time of

@@ -160,7 +160,7 @@ func childArgs(o mountOptions, src, dir string) []string {
 	for _, f := range []struct {
 		on   bool
 		name string
-	}{{o.allowOther, "--allow-other"}, {o.force, "--force"}, {o.forceDirty, "--force-dirty"}, {o.forceShare, "--force-share"}, {o.nonempty, "--nonempty"}} {
+	}{{o.allowOther, "--allow-other"}, {o.force, "--force"}, {o.forceDirty, "--force-dirty"}, {o.forceShare, "--force-share"}, {o.nonempty, "--nonempty"}, {o.zeroSwap, "--zero-swap"}} {
 		if f.on {
 			args = append(args, f.name)
 		}

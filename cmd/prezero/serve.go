@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"syscall"
 	"time"
 
@@ -18,7 +19,7 @@ import (
 
 // serveOptions are the options of the commands that mount a SOURCE.
 type serveOptions struct {
-	forceDirty bool
+	sourceFlags
 	force      bool
 	forceShare bool
 	holeAlign  bytesize.Value
@@ -31,8 +32,7 @@ func (o *serveOptions) AddFlags(f *pflag.FlagSet) {
 	o.holeAlign = fusefs.DefaultHoleAlign
 	f.Var(&o.holeAlign, "hole-align", "report holes (SEEK_HOLE) only for whole free windows of this size; match borg's chunk size")
 	f.BoolVar(&o.force, "force", false, "read a block device even if it (or a partition or device on it) is mounted read-write")
-	addSourceFlags(f, &o.forceDirty)
-	addShareFlag(f, &o.forceShare)
+	o.sourceFlags.AddFlags(f)
 }
 
 // served is a SOURCE mounted on a directory by this process.
@@ -71,7 +71,7 @@ func serve(path, dir string, o serveOptions, logf func(string, ...any)) (*served
 			return nil, err
 		}
 	}
-	src, err := source.Open(path, source.Options{ForceDirty: o.forceDirty, CrossCheck: crossCheckOption(), ForceShare: o.forceShare})
+	src, err := source.Open(path, o.options())
 	if err != nil {
 		if w != nil {
 			w.Close()
@@ -89,9 +89,9 @@ func serve(path, dir string, o serveOptions, logf func(string, ...any)) (*served
 			return nil, fmt.Errorf("%w while its maps were read; try again on a quiet source or a snapshot", err)
 		}
 	}
-	for _, p := range src.Parts {
+	for _, p := range append(src.Parts, src.LVs...) {
 		for _, n := range p.Notes {
-			logf("part%d: %s", p.Number, n)
+			logf("part%s: %s", p.Label(), n)
 		}
 	}
 	s.files = []fusefs.File{{Name: imgname.Disk, Stream: src.Disk()}, {Name: imgname.Header, Stream: src.Header()}}
@@ -102,6 +102,11 @@ func serve(path, dir string, o serveOptions, logf func(string, ...any)) (*served
 	var check func() error
 	if w != nil {
 		check = w.Check
+	}
+	for _, lv := range src.LVs {
+		if lv.Stream != nil {
+			s.files = append(s.files, fusefs.File{Name: source.LVFileName(lv), Stream: lv.Stream})
+		}
 	}
 	s.server, err = fusefs.Mount(dir, s.files, fusefs.Options{
 		HoleAlign:  int64(o.holeAlign),
@@ -134,11 +139,14 @@ func mountAdvice(err error, allowOther bool) error {
 	return err
 }
 
-// partFiles returns the names borg stores with --partitions.
+// partFiles returns the names borg stores with --partitions: header.img
+// and partN.img (LVs are inside their partitions).
 func (s *served) partFiles() []string {
 	var names []string
 	for _, f := range s.files[1:] {
-		names = append(names, f.Name)
+		if !strings.HasPrefix(f.Name, "lv/") {
+			names = append(names, f.Name)
+		}
 	}
 	return names
 }

@@ -8,7 +8,9 @@ import (
 	"github.com/prezero/prezero/extfsmap"
 	"github.com/prezero/prezero/fatmap"
 	"github.com/prezero/prezero/freemap"
+	"github.com/prezero/prezero/lvm"
 	"github.com/prezero/prezero/ntfsmap"
+	"github.com/prezero/prezero/swapmap"
 	"github.com/prezero/prezero/xfsmap"
 )
 
@@ -72,6 +74,26 @@ var probes = []probe{
 		}
 		return &volume{FS: v.FS, BlockSize: v.BlockSize, Free: v.Free, Notes: v.Notes}, nil
 	}},
+	// Swap is zeroed only with Options.ZeroSwap; map says what it would save.
+	{"swap", swapmap.Probe, func(r io.ReaderAt, size int64, opt Options) (*volume, error) {
+		a, err := swapmap.Read(r, size)
+		if err != nil {
+			return nil, err
+		}
+		v := &volume{FS: a.FS, BlockSize: a.BlockSize, Free: a.Free, Notes: a.Notes}
+		if !opt.ZeroSwap {
+			return v, freemap.Unsupported("swap: kept; --zero-swap would zero %s (opt-in: a VM snapshot that saved its RAM needs the swap to resume)",
+				humanBytes(a.Free.FreeBytes()))
+		}
+		return v, nil
+	}},
+	// Well-known volumes prezero cannot map (signatures.go): named, and
+	// always passed through.
+	{"crypto_LUKS", probeLUKS, readLUKS},
+	{"BitLocker", probeBitLocker, refuse("BitLocker (encrypted)")},
+	{"linux_raid_member", probeMD, refuse("Linux software RAID member (md)")},
+	{"btrfs", probeBtrfs, refuse("btrfs (not supported yet)")},
+	{"bcache", probeBcache, refuse("bcache backing or cache device")},
 }
 
 // probe is one row of the table.
@@ -101,6 +123,20 @@ func detect(r io.ReaderAt, size int64) *probe {
 	return nil
 }
 
-// recognise reports whether any row recognises r: layout uses it to guess
-// an image's MBR sector size.
-func recognise(r io.ReaderAt, size int64) bool { return detect(r, size) != nil }
+// recognise reports whether any row (or an LVM PV label) recognises r:
+// layout uses it to guess an image's MBR sector size.
+func recognise(r io.ReaderAt, size int64) bool { return detect(r, size) != nil || lvm.Probe(r, size) }
+
+// humanBytes formats a byte count with binary units, as map does.
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%dB", n)
+	}
+	div, exp := int64(unit), 0
+	for v := n / unit; v >= unit; v /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f%ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

@@ -37,6 +37,7 @@ import (
 	"github.com/prezero/prezero/freemap"
 	"github.com/prezero/prezero/internal/layout"
 	"github.com/prezero/prezero/internal/nbd"
+	"github.com/prezero/prezero/lvm"
 	"github.com/prezero/prezero/stream"
 )
 
@@ -45,6 +46,7 @@ type Options struct {
 	ForceDirty bool       // zero dirty NTFS volumes too (never hibernated ones)
 	CrossCheck CrossCheck // check bitmaps against the files that use them
 	ForceShare bool       // open a VM image even if another process (a VM) has it open for writing
+	ZeroSwap   bool       // zero swap areas after their header page (never hibernation images)
 }
 
 // CrossCheck chooses whether parsers check their allocation bitmaps against
@@ -66,6 +68,7 @@ type Source struct {
 	Size   int64
 	Layout *layout.Layout
 	Parts  []*Part // in table order; containers included, see Part.Container
+	LVs    []*Part // LVM logical volumes found on the PVs among Parts
 
 	// Format is "" for a raw file or block device, qemu's format name
 	// (qcow2, vmdk, ...) for a VM image read through qemu-nbd, and "nbd"
@@ -83,9 +86,15 @@ type Source struct {
 	header   *stream.Reader
 }
 
-// Part is one partition (or the bare filesystem) with its map.
+// Part is one partition (or the bare filesystem) with its map, or an LVM
+// logical volume (LV != "").
 type Part struct {
 	layout.Partition
+	// LV is "VG/LV" for a logical volume; its Number is then the number
+	// of the partition holding its first extent, Start the disk offset of
+	// that extent, and Name its device-mapper name.
+	LV        string
+	Volumes   []*Part  // on an LVM PV: the LVs whose first extent it holds
 	FS        string   // "ext4", "ntfs", ... or "" if not recognised
 	BlockSize int      // allocation unit of FS, bytes
 	Zeroed    bool     // false: the partition passes through unchanged
@@ -94,7 +103,7 @@ type Part struct {
 	Detail    string   // how it was mapped, shown after "zeroed" (a journal replay)
 	Journal   *extfsmap.Replay
 	Free      *freemap.Map
-	Stream    *stream.Reader
+	Stream    *stream.Reader // nil for an LV that is not wholly in the source
 }
 
 // Status is "zeroed", "zeroed (DETAIL)" or "pass-through: REASON".
@@ -109,7 +118,15 @@ func (p *Part) Status() string {
 }
 
 // Used returns the bytes of the partition that are served from the source.
-func (p *Part) Used() int64 { return p.Stream.Size() - p.Free.FreeBytes() }
+func (p *Part) Used() int64 { return p.Free.Size() - p.Free.FreeBytes() }
+
+// Label is how map names the volume: "3", or "3/vg/lv" for an LV.
+func (p *Part) Label() string {
+	if p.LV != "" {
+		return strconv.Itoa(p.Number) + "/" + p.LV
+	}
+	return strconv.Itoa(p.Number)
+}
 
 // IsURI reports whether a SOURCE argument is an NBD URI, not a path.
 func IsURI(path string) bool { return nbd.IsURI(path) }
@@ -218,6 +235,7 @@ func build(r io.ReaderAt, path string, size int64, ss int, kz *freemap.Map, opt 
 		}
 		s.Parts = append(s.Parts, p)
 	}
+	s.LVs = mapLVM(r, size, s.Parts, l.Meta, opt)
 
 	disk := freemap.NewBuilder(size)
 	first := size
@@ -290,26 +308,57 @@ func mapPart(r io.ReaderAt, size int64, lp layout.Partition, meta []layout.Exten
 	case lp.Problem != "":
 		return passThrough(lp.Problem)
 	}
+	if lvm.Probe(sec, n) {
+		// An LVM PV: mapLVM maps it once every PV of the source is known.
+		p.FS = pvFS
+		return passThrough("LVM2 PV not mapped")
+	}
+	mapVolume(p, sec, n, opt)
+	if p.Zeroed {
+		p.Free = keepMeta(p.Free, start, meta)
+		p.Stream = stream.New(sec, n, p.Free)
+	}
+	return p
+}
+
+// mapVolume detects and maps the filesystem of a partition or LV of n
+// bytes read through sec, and sets p's FS, map and stream: the one path
+// every volume takes through the probe table.
+func mapVolume(p *Part, sec io.ReaderAt, n int64, opt Options) {
+	passThrough := func(reason string) {
+		p.Zeroed, p.Reason = false, reason
+		p.Free = freemap.NewBuilder(n).Map()
+		p.Stream = stream.New(sec, n, p.Free)
+	}
 	d := detect(sec, n)
 	if d == nil {
-		return passThrough("no supported filesystem")
+		if t := strings.ToLower(p.Type); t == "0x82" || t == "0657fd6d-a4ab-43c4-84e5-0933c84b4f4f" {
+			passThrough("a Linux swap partition without a swap signature (a hibernation image or an unknown format)")
+			return
+		}
+		passThrough("no supported filesystem")
+		return
 	}
 	p.FS = d.name
 	res, err := d.read(sec, n, opt)
+	if res != nil && res.FS != "" {
+		p.FS = res.FS
+	}
 	if err != nil {
-		return passThrough(err.Error())
+		passThrough(err.Error())
+		return
 	}
 	if res.Free.Size() != n {
-		return passThrough(fmt.Sprintf("internal error: %s map covers %d bytes, partition has %d", d.name, res.Free.Size(), n))
+		passThrough(fmt.Sprintf("internal error: %s map covers %d bytes, volume has %d", d.name, res.Free.Size(), n))
+		return
 	}
 	p.FS, p.BlockSize, p.Notes = res.FS, res.BlockSize, res.Notes
 	p.Detail, p.Journal = res.Detail, res.Journal
 	if c := res.Free.Coarsened(); c.Bytes > 0 {
 		p.Notes = append(p.Notes, fmt.Sprintf("coarsened: %v served from source to stay within the memory limit", c))
 	}
-	p.Zeroed, p.Free = true, keepMeta(res.Free, start, meta)
+	p.Zeroed, p.Free = true, res.Free
 	p.Stream = stream.New(sec, n, p.Free)
-	return p
 }
 
 // keepMeta returns free (a partition's map, which starts at byte start of
@@ -395,13 +444,22 @@ func (s *Source) Files() []*Part {
 // ErrNoSuchPart is returned by Lookup for an unknown name.
 var ErrNoSuchPart = errors.New("no such stream")
 
-// Lookup returns the stream WHAT names: "disk", "header", "N" or "partN".
+// Lookup returns the stream WHAT names: "disk", "header", "N", "partN",
+// or an LV as "VG/LV" or by its device-mapper name "VG-LV".
 func (s *Source) Lookup(what string) (*stream.Reader, error) {
 	switch what {
 	case "", "disk":
 		return s.disk, nil
 	case "header":
 		return s.header, nil
+	}
+	for _, lv := range s.LVs {
+		if what == lv.LV || what == lv.Name || what == LVFileName(lv) {
+			if lv.Stream == nil {
+				return nil, fmt.Errorf("LV %s of %s cannot be read: %s", lv.LV, s.Path, lv.Reason)
+			}
+			return lv.Stream, nil
+		}
 	}
 	n, err := strconv.Atoi(strings.TrimPrefix(what, "part"))
 	if err == nil {
@@ -414,6 +472,11 @@ func (s *Source) Lookup(what string) (*stream.Reader, error) {
 	var names []string
 	for _, p := range s.Files() {
 		names = append(names, "part"+strconv.Itoa(p.Number))
+	}
+	for _, lv := range s.LVs {
+		if lv.Stream != nil {
+			names = append(names, lv.LV)
+		}
 	}
 	return nil, fmt.Errorf("%w %q in %s: choose disk, header or one of %s", ErrNoSuchPart, what, s.Path, strings.Join(names, ", "))
 }
