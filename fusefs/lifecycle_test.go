@@ -80,6 +80,9 @@ func killedServer(t *testing.T, dir string, rmdir bool) (server *os.Process, chi
 		t.Fatalf("helper server: %q", line)
 	}
 	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL) })
+	// The child opens the file after it is started: wait for it, so that
+	// a kill finds the file open.
+	waitUntil(t, "the helper's child opening disk.img", func() bool { return hasOpen(pid, "disk.img") })
 	m, ok := topMount(t, dir)
 	if !ok || m.FSType != FSType {
 		t.Fatalf("helper server: %s is not mounted: %+v", dir, m)
@@ -138,6 +141,32 @@ func fuseFDs(t *testing.T, pid int) []string {
 	return out
 }
 
+// settle bounds waits for what takes well under a second on an idle
+// machine: a watchdog's shell and awk, a helper process starting. The test
+// packages run in parallel on two cores.
+const settle = time.Minute
+
+// waitUntil polls cond until it holds, for up to settle.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(settle); !cond(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting: %s", settle, what)
+		}
+	}
+}
+
+// hasOpen reports whether process pid has a file named name open.
+func hasOpen(pid int, name string) bool {
+	fds, _ := filepath.Glob(fmt.Sprintf("/proc/%d/fd/*", pid))
+	for _, fd := range fds {
+		if l, _ := os.Readlink(fd); filepath.Base(l) == name {
+			return true
+		}
+	}
+	return false
+}
+
 // within runs f and reports whether it returned within d (f may go on
 // running in the background).
 func within(d time.Duration, f func()) bool {
@@ -176,21 +205,23 @@ func TestMountGoneAfterServerKilled(t *testing.T) {
 			}
 			server, child, dev := killedServer(t, dir, rmdir)
 			server.Kill()
-			deadline := time.Now().Add(5 * time.Second)
+			killed := time.Now()
+			deadline := killed.Add(settle)
 			for {
 				m, ok := topMount(t, dir)
 				if !ok || m.Dev != dev {
 					break
 				}
 				if time.Now().After(deadline) {
-					t.Fatalf("%s is still mounted 5 s after its server was killed", dir)
+					t.Fatalf("%s is still mounted %v after its server was killed", dir, settle)
 				}
 				time.Sleep(20 * time.Millisecond)
 			}
+			t.Logf("unmounted %v after the server was killed", time.Since(killed).Round(time.Millisecond))
 			// The child's working directory is the detached mount: reading
 			// it fails at once instead of waiting for a server that is gone.
 			var err error
-			if !within(5*time.Second, func() { _, err = os.ReadDir(fmt.Sprintf("/proc/%d/cwd", child)) }) {
+			if !within(settle, func() { _, err = os.ReadDir(fmt.Sprintf("/proc/%d/cwd", child)) }) {
 				t.Fatal("the server's child hangs on the dead mount")
 			}
 			if err == nil {
@@ -227,16 +258,19 @@ func TestWatchdogDisarmed(t *testing.T) {
 	if err := srv.Unmount(); err != nil {
 		t.Fatal(err)
 	}
-	if !within(5*time.Second, srv.Wait) {
+	if !within(settle, srv.Wait) {
 		t.Fatal("Wait did not return after Unmount")
 	}
-	// A second mount by the same process on the same directory stays.
+	// A second mount by the same process on the same directory stays
+	// after the first one's watchdog has exited.
 	srv2, err := Mount(dir, []File{{Name: "disk.img", Stream: s.stream()}}, Options{HoleAlign: align})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer srv2.Unmount()
-	time.Sleep(200 * time.Millisecond)
+	if !within(settle, func() { <-srv.guard.exited }) {
+		t.Fatal("the watchdog of a mount unmounted normally did not exit")
+	}
 	if m, ok := topMount(t, srv2.Dir()); !ok || m.FSType != FSType {
 		t.Fatalf("the second mount is gone: %+v", m)
 	}
@@ -275,7 +309,7 @@ func TestUnmountErrors(t *testing.T) {
 		t.Error("still mounted after a lazy unmount")
 	}
 	f.Close()
-	if !within(5*time.Second, srv.Wait) {
+	if !within(settle, srv.Wait) {
 		t.Error("serving did not end when the last file was closed")
 	}
 }
@@ -314,7 +348,9 @@ func TestWatchdogBeforeArmed(t *testing.T) {
 	gone := func(g *watchdog) bool {
 		g.mounting()
 		g.w.Close() // the server dies: no "dev=", no "done"
-		time.Sleep(time.Second)
+		if !within(settle, func() { <-g.exited }) {
+			t.Fatal("the watchdog did not exit when its pipe ended")
+		}
 		_, mounted := topMount(t, srv.Dir())
 		return !mounted
 	}
@@ -332,7 +368,7 @@ func TestWatchdogBeforeArmed(t *testing.T) {
 	if !gone(same) {
 		t.Fatal("the watchdog left the mount of a server killed before arming it")
 	}
-	if !within(5*time.Second, srv.Wait) {
+	if !within(settle, srv.Wait) {
 		t.Error("serving did not end")
 	}
 }

@@ -23,8 +23,9 @@ import (
 // The write end is close-on-exec, as every descriptor of the server is, so
 // no child (borg) can keep the watchdog waiting.
 type watchdog struct {
-	w    *os.File
-	once sync.Once
+	w      *os.File
+	once   sync.Once
+	exited chan struct{} // closed when the watchdog process has exited
 }
 
 // watchdogScript is the watchdog. $DIR is the mount point, $ESCAPED the
@@ -101,8 +102,12 @@ func startWatchdog(dir, source string, rmdir bool) (*watchdog, error) {
 		w.Close()
 		return nil, fmt.Errorf("starting the mount's watchdog: %w", err)
 	}
-	go cmd.Wait()
-	return &watchdog{w: w}, nil
+	g := &watchdog{w: w, exited: make(chan struct{})}
+	go func() {
+		cmd.Wait()
+		close(g.exited)
+	}()
+	return g, nil
 }
 
 // mounting tells the watchdog that a mount is about to be made.

@@ -266,11 +266,10 @@ func TestMountForegroundSignals(t *testing.T) {
 		// unmount in that moment finds it busy.
 		var out string
 		var err error
-		for try := 0; try < 50; try++ {
+		for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 			if out, err = imgtest.Output("fusermount3", "-u", dir); err == nil || !strings.Contains(out, "busy") {
 				break
 			}
-			time.Sleep(20 * time.Millisecond)
 		}
 		if err != nil {
 			cmd.Process.Kill()

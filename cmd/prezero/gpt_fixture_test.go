@@ -152,12 +152,20 @@ func serverPIDs(dir string) []int {
 	return pids
 }
 
-// eventually polls cond for up to 10 s.
+// eventually polls cond until it holds, for up to a minute: what it waits
+// for takes well under a second on an idle machine, but the test packages
+// run in parallel on two cores.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !cond(); {
+	waitFor(t, time.Minute, what, cond)
+}
+
+// waitFor polls cond until it holds, for up to d.
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(d); !cond(); {
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting: %s", what)
+			t.Fatalf("timed out after %v waiting: %s", d, what)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
