@@ -254,7 +254,8 @@ func TestExpectSizeTooSmall(t *testing.T) {
 
 // Issue 9, item 9: "borg extract --stdout | prezero restore DEVICE" refused:
 // prezero's message is the last thing on the terminal, with no borg
-// BrokenPipeError traceback.
+// BrokenPipeError traceback. Both through pipes and on a pseudo-terminal,
+// where prezero also says that it reads the rest of the pipe.
 func TestPipeRefusalIsLast(t *testing.T) {
 	f := smallFix(t)
 	imgtest.Need(t, "losetup")
@@ -264,18 +265,33 @@ func TestPipeRefusalIsLast(t *testing.T) {
 	dev := strings.TrimSpace(imgtest.Run(t, "losetup", "-f", "--show", backing))
 	t.Cleanup(func() { imgtest.Run(t, "losetup", "-d", dev) })
 	script := fmt.Sprintf("borg extract --stdout %s::whole disk.img | %s restore %s", f.repo, prezeroBin(t), dev)
-	cmd := exec.Command("sh", "-c", script)
-	cmd.Env = envWithout(f.env(true))
-	out, err := cmd.CombinedOutput()
-	s := string(out)
-	if err == nil || strings.Contains(s, "BrokenPipeError") || strings.Contains(s, "Traceback") {
-		t.Fatalf("%s: %v\n%s", script, err, s)
-	}
-	if last := lastLine(s); !strings.HasPrefix(last, "prezero restore: ") || !strings.Contains(last, "--expect-size") {
-		t.Errorf("the last line is not prezero's refusal: %q\n%s", last, s)
-	}
-	if imgtest.SHA256File(t, backing) != before {
-		t.Error("the refused device changed")
+	for _, terminal := range []bool{false, true} {
+		t.Run(map[bool]string{false: "pipes", true: "terminal"}[terminal], func(t *testing.T) {
+			cmd := exec.Command("sh", "-c", script)
+			cmd.Env = envWithout(f.env(true))
+			var s string
+			var err error
+			if terminal {
+				s, _, err = onTerminal(t, cmd, nil, "")
+				s = strings.ReplaceAll(s, "\r\n", "\n")
+			} else {
+				var out []byte
+				out, err = cmd.CombinedOutput()
+				s = string(out)
+			}
+			if err == nil || strings.Contains(s, "BrokenPipeError") || strings.Contains(s, "Traceback") {
+				t.Fatalf("%s: %v\n%s", script, err, s)
+			}
+			if last := lastLine(s); !strings.HasPrefix(last, "prezero restore: ") || !strings.Contains(last, "--expect-size") {
+				t.Errorf("the last line is not prezero's refusal: %q\n%s", last, s)
+			}
+			if terminal && !strings.Contains(s, "reading the rest of standard input") {
+				t.Errorf("prezero did not say why it waits:\n%s", s)
+			}
+			if imgtest.SHA256File(t, backing) != before {
+				t.Error("the refused device changed")
+			}
+		})
 	}
 }
 
@@ -305,6 +321,46 @@ func TestNothingZeroed(t *testing.T) {
 	o, _, code := pz(t, nil, "map", f.img)
 	if last := lastLine(o); code != 0 || !strings.HasPrefix(last, "warning: 1 of 2 partitions pass through unchanged (part2)") {
 		t.Errorf("map does not end with the pass-through summary: %q\n%s", last, o)
+	}
+}
+
+// Issue 9, items 5 and 6: a truncated image. map ends with the summary of
+// what passes through, and the rows say why; backup warns with the same
+// reasons (and --require-zeroing refuses); header.img is the bytes before
+// the first partition, not the whole source.
+func TestTruncatedImage(t *testing.T) {
+	f := smallFix(t)
+	img := filepath.Join(t.TempDir(), "cut.img")
+	imgtest.CopyFile(t, img, f.img)
+	const cut = cliExtStart + 2<<20 // inside the ext4 partition
+	if err := os.Truncate(img, cut); err != nil {
+		t.Fatal(err)
+	}
+	o, e, code := pz(t, nil, "map", img)
+	if last := lastLine(o); code != 0 || !strings.HasPrefix(last, "warning: 2 of 2 partitions pass through unchanged (part1, part2)") {
+		t.Errorf("map of a truncated image: exit %d, last line %q\n%s%s", code, last, o, e)
+	}
+	if !strings.Contains(o, "past the end of the source") {
+		t.Errorf("map does not say the partitions are cut off:\n%s", o)
+	}
+	env := f.env(true)
+	_, e, code = pz(t, env, "backup", img, f.repo+"::cut")
+	if code != 0 || !strings.Contains(e, "warning: nothing of "+img+" would be zeroed") || !strings.Contains(e, "part1: ") ||
+		!strings.Contains(e, "past the end of the source") {
+		t.Errorf("backup of a truncated image: exit %d\n%s", code, e)
+	}
+	_, e, code = pz(t, env, "backup", "--require-zeroing", "--partitions", img, f.repo+"::cut2")
+	if code != 2 || !strings.Contains(e, "--require-zeroing") || !strings.Contains(e, "past the end of the source") {
+		t.Errorf("backup --require-zeroing of a truncated image: exit %d\n%s", code, e)
+	}
+	header := readFile(t, catFile(t, img, "header"))
+	if orig := readFile(t, img); len(header) != cliExtStart || !bytes.Equal(header, orig[:cliExtStart]) {
+		t.Errorf("cat header of an image cut inside its first partition: %d bytes, want the %d before it", len(header), cliExtStart)
+	}
+	dir := t.TempDir()
+	mountBG(t, img, dir)
+	if fi, err := os.Stat(filepath.Join(dir, "header.img")); err != nil || fi.Size() != cliExtStart {
+		t.Errorf("header.img of the truncated image: %v, %v; want %d bytes", fi, err, cliExtStart)
 	}
 }
 
@@ -373,65 +429,37 @@ func TestChunkerHoleAlign(t *testing.T) {
 
 // Issue 9, item 8: restore --from an encrypted repository asks the
 // passphrase once, whatever the number of borg runs, and no progress line
-// is drawn over the prompt. Run through a pseudo-terminal.
+// is drawn over the prompt. Run through a pseudo-terminal, with borg
+// (repokey) and borg 2 (repokey-aes-ocb).
 func TestPassphraseAskedOnce(t *testing.T) {
 	f := smallFix(t)
+	// The borg 2 repository holds the fixture's disk as a --partitions
+	// archive: restoring it with --disk runs borg2 four times.
+	imgtest.Need(t, "borg2")
+	_, repo2, env2 := borgRepoEncrypted(t, "borg2", "repokey-aes-ocb", "BORG_PASSPHRASE="+cliPass)
+	if _, e, code := pz(t, env2, "backup", "--borg", "borg2", "--partitions", f.img, repo2+"::parts"); code != 0 {
+		t.Fatalf("backup into the borg 2 repository: exit %d\n%s", code, e)
+	}
+	var env2NoPass []string
+	for _, e := range env2 {
+		if !strings.HasPrefix(e, "BORG_PASSPHRASE=") {
+			env2NoPass = append(env2NoPass, e)
+		}
+	}
 	for _, c := range []struct {
 		name string
+		env  []string
 		args []string
 	}{
-		{"disk.img", []string{"--from", f.repo + "::whole"}},
-		{"--partitions --disk", []string{"--from", f.repo + "::parts", "--disk"}},
+		{"disk.img", f.env(false), []string{"--from", f.repo + "::whole"}},
+		{"--partitions --disk", f.env(false), []string{"--from", f.repo + "::parts", "--disk"}},
+		{"borg2 --partitions --disk", env2NoPass, []string{"--borg", "borg2", "--from", repo2 + "::parts", "--disk"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			out := filepath.Join(t.TempDir(), "out.img")
 			cmd := exec.Command(prezeroBin(t), append(append([]string{"restore"}, c.args...), out)...)
-			cmd.Env = envWithout(f.env(false))
-			ptmx, err := pty.Start(cmd)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ptmx.Close()
-			var screen bytes.Buffer
-			prompts := 0
-			done := make(chan error, 1)
-			go func() { done <- cmd.Wait() }()
-			r := bufio.NewReader(ptmx)
-			prompt := regexp.MustCompile(`(?i)passphrase[^\n]*: $`)
-			var line []byte
-			readDone := make(chan struct{})
-			go func() {
-				defer close(readDone)
-				for {
-					b, err := r.ReadByte()
-					if err != nil {
-						return
-					}
-					screen.WriteByte(b)
-					line = append(line, b)
-					if b == '\n' || b == '\r' {
-						line = line[:0]
-						continue
-					}
-					if prompt.Match(line) {
-						prompts++
-						line = line[:0]
-						ptmx.Write([]byte(cliPass + "\n"))
-					}
-				}
-			}()
-			select {
-			case err = <-done:
-			case <-time.After(60 * time.Second):
-				cmd.Process.Signal(syscall.SIGKILL)
-				<-done
-				t.Fatalf("restore did not finish in 60 s (waiting at a prompt?)\n%q", screen.String())
-			}
-			select {
-			case <-readDone:
-			case <-time.After(2 * time.Second):
-			}
-			s := screen.String()
+			cmd.Env = envWithout(c.env)
+			s, prompts, err := onTerminal(t, cmd, regexp.MustCompile(`(?i)passphrase[^\n]*: $`), cliPass+"\n")
 			if err != nil || prompts != 1 {
 				t.Fatalf("exit %v, %d passphrase prompts (want 1):\n%q", err, prompts, s)
 			}
@@ -443,6 +471,62 @@ func TestPassphraseAskedOnce(t *testing.T) {
 			}
 		})
 	}
+}
+
+// onTerminal runs cmd on a new pseudo-terminal, as its controlling
+// terminal, and types answer after each prompt (a match at the end of the
+// current line). It returns what the terminal showed, the number of
+// prompts, and cmd's exit.
+func onTerminal(t *testing.T, cmd *exec.Cmd, prompt *regexp.Regexp, answer string) (screen string, prompts int, err error) {
+	t.Helper()
+	ptmx, err := pty.Start(cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ptmx.Close()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	var buf bytes.Buffer
+	readDone := make(chan struct{})
+	go func() {
+		defer close(readDone)
+		r := bufio.NewReader(ptmx)
+		var line []byte
+		for {
+			b, err := r.ReadByte()
+			if err != nil {
+				return // EIO once every process has closed the terminal
+			}
+			buf.WriteByte(b)
+			line = append(line, b)
+			if b == '\n' || b == '\r' {
+				line = line[:0]
+				continue
+			}
+			if prompt != nil && prompt.Match(line) {
+				prompts++
+				line = line[:0]
+				ptmx.Write([]byte(answer))
+			}
+		}
+	}()
+	// Generous: each borg run starts Python, and the test packages run in
+	// parallel on two cores.
+	const limit = 3 * time.Minute
+	select {
+	case err = <-done:
+	case <-time.After(limit):
+		cmd.Process.Signal(syscall.SIGKILL)
+		<-done
+		<-readDone
+		t.Fatalf("%s did not finish in %v (waiting at a prompt?)\n%q", cmd.Args, limit, buf.String())
+	}
+	select {
+	case <-readDone:
+	case <-time.After(limit):
+		t.Fatalf("the terminal of %s was not closed %v after it exited", cmd.Args, limit)
+	}
+	return buf.String(), prompts, err
 }
 
 // Issue 9, item 15: the README's set-up line runs as root as written and

@@ -21,26 +21,33 @@ import (
 // uses: its own BORG_BASE_DIR, so caches and keys stay in the test.
 func borgRepo(t *testing.T, name string) (*borg.Borg, string, []string) {
 	t.Helper()
+	return borgRepoEncrypted(t, name, "none")
+}
+
+// borgRepoEncrypted is borgRepo with an encryption mode (-e). env, such as
+// BORG_PASSPHRASE for an encrypted one, is added to every run and returned.
+func borgRepoEncrypted(t *testing.T, name, mode string, env ...string) (*borg.Borg, string, []string) {
+	t.Helper()
 	imgtest.Need(t, name)
 	b, err := borg.Find(context.Background(), name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	env := []string{
+	env = append([]string{
 		"BORG_BASE_DIR=" + t.TempDir(),
 		"BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes",
 		"BORG_RELOCATED_REPO_ACCESS_IS_OK=yes",
-	}
+	}, env...)
 	repo := filepath.Join(t.TempDir(), "repo")
 	if b.Major == 1 {
-		runEnv(t, env, b.Path, "init", "-e", "none", repo)
+		runEnv(t, env, b.Path, "init", "-e", mode, repo)
 	} else {
 		// borg 2 betas call it rcreate, later ones repo-create.
 		create := "repo-create"
 		if help, _ := exec.Command(b.Path, "--help").CombinedOutput(); !strings.Contains(string(help), "repo-create") {
 			create = "rcreate"
 		}
-		runEnv(t, env, b.Path, "-r", repo, create, "-e", "none")
+		runEnv(t, env, b.Path, "-r", repo, create, "-e", mode)
 	}
 	return b, repo, env
 }
