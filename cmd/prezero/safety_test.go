@@ -77,6 +77,48 @@ func TestRestoreOntoServedFile(t *testing.T) {
 	}
 }
 
+// Mount points whose names the kernel escapes in the mount table (space,
+// tab, newline, backslash) or that are not ASCII: prezero finds its mount
+// there (a second mount is refused, umount works) and so does the watchdog
+// of a killed server.
+func TestMountPointNames(t *testing.T) {
+	img := gptImage(t)
+	for _, name := range []string{"a b", "tab\there", "new\nline", `back\slash`, "ünïcödé ñame", `lit\040eral`} {
+		t.Run(strings.NewReplacer("\t", "TAB", "\n", "NL").Replace(name), func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), name)
+			if err := os.Mkdir(dir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			mountBG(t, img, dir)
+			if got := mountedAt(t, dir); got != "fuse.prezero" {
+				t.Fatalf("mount table shows %q on %q", got, dir)
+			}
+			if _, e, code := pz(t, nil, "mount", img, dir); code != 2 || !strings.Contains(e, "already a prezero mount") {
+				t.Errorf("second mount on %q: exit %d\n%s", dir, code, e)
+			}
+			if _, e, code := pz(t, nil, "umount", dir); code != 0 || mountedAt(t, dir) != "" {
+				t.Fatalf("umount %q: exit %d\n%s", dir, code, e)
+			}
+			eventually(t, "the server exits after umount", func() bool { return len(serverPIDs(dir)) == 0 })
+
+			mountBG(t, img, dir)
+			pids := serverPIDs(dir)
+			if len(pids) != 1 {
+				t.Fatalf("servers of %q: %v", dir, pids)
+			}
+			freeConnection(t, dir, mountDev(t, dir))
+			syscall.Kill(pids[0], syscall.SIGKILL)
+			killed := time.Now()
+			for mountedAt(t, dir) != "" {
+				if time.Since(killed) > goneWithin {
+					t.Fatalf("%q is still mounted %v after its server was killed", dir, goneWithin)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		})
+	}
+}
+
 // A loop device over the restore target's device node (losetup -o 1M
 // --sizelimit over /dev/loopN), mounted: the restore is refused, --force
 // or not, and the source side refuses it too while it is mounted
@@ -248,7 +290,12 @@ func TestBackupKilled(t *testing.T) {
 		return len(m) > 0
 	})
 
-	tmp := t.TempDir()
+	// A TMPDIR whose name the mount table escapes: the watchdog finds the
+	// mount there all the same.
+	tmp := filepath.Join(t.TempDir(), "tmp dir ü")
+	if err := os.Mkdir(tmp, 0o700); err != nil {
+		t.Fatal(err)
+	}
 	cmd := exec.Command(prezeroBin(t), "backup", img, repo+"::killed", "--", "--lock-wait", "120")
 	cmd.Env = append(append(os.Environ(), env...), "TMPDIR="+tmp)
 	// A file, not a pipe: borg inherits it, and Wait would wait for borg.
