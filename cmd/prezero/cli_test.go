@@ -149,6 +149,12 @@ func TestSourceMessages(t *testing.T) {
 		want string
 	}{
 		{[]string{"map", missing}, missing + " does not exist"},
+		{[]string{"cat", missing}, missing + " does not exist"},
+		{[]string{"mount", missing, t.TempDir()}, missing + " does not exist"},
+		{[]string{"mount", "-f", missing, t.TempDir()}, missing + " does not exist"},
+		{[]string{"backup", missing, "repo::a"}, missing + " does not exist"},
+		{[]string{"cat", "/dev/null"}, "/dev/null is a character device, not a disk or image"},
+		{[]string{"backup", "/dev/null", "repo::a"}, "/dev/null is a character device, not a disk or image"},
 		{[]string{"map", "/dev/null"}, "/dev/null is a character device, not a disk or image"},
 		{[]string{"mount", "/dev/null", t.TempDir()}, "/dev/null is a character device, not a disk or image"},
 		{[]string{"restore", "--input", missing + "x", "/dev/null"}, "no such file"},
