@@ -365,6 +365,53 @@ func TestBackupKilled(t *testing.T) {
 	}
 }
 
+// borg, started by prezero backup inside its mount, holds no /dev/fuse
+// descriptor: neither as root (mount(2)) nor as a user, whose descriptor
+// fusermount3 passes over a socket. A stand-in borg lists its descriptors.
+func TestBorgInheritsNoFUSE(t *testing.T) {
+	imgtest.Need(t, "fusermount3")
+	openDevFuse(t)
+	pub := publicDir(t)
+	img := filepath.Join(pub, "ext.img")
+	smallExt(t, img)
+	os.Chmod(img, 0o644)
+	bin := filepath.Join(pub, "prezero")
+	imgtest.CopyFile(t, bin, prezeroBin(t))
+	os.Chmod(bin, 0o755)
+	fake := filepath.Join(pub, "borg")
+	writeFile(t, fake, []byte(`#!/bin/sh
+if [ "$1" = --version ]; then echo "borg 1.2.4"; exit 0; fi
+{ echo "files: $(ls | tr '\n' ' ')"; for fd in /proc/$$/fd/*; do echo "fd: $(readlink "$fd")"; done; } >"$FAKE_BORG_LOG"
+`))
+	os.Chmod(fake, 0o755)
+	for _, user := range []string{"root", "nobody"} {
+		t.Run(user, func(t *testing.T) {
+			tmp := filepath.Join(pub, "tmp-"+user)
+			os.Mkdir(tmp, 0o777)
+			os.Chmod(tmp, 0o777)
+			log := filepath.Join(tmp, "log")
+			cmd := exec.Command(bin, "backup", "--borg", fake, img, "repo::a")
+			cmd.Env = append(os.Environ(), "TMPDIR="+tmp, "FAKE_BORG_LOG="+log)
+			if user == "nobody" {
+				cmd.SysProcAttr = as(65534, 65534)
+			}
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Fatalf("backup as %s: %v\n%s", user, err, out)
+			}
+			text := string(readFile(t, log))
+			if !strings.Contains(text, "files: disk.img header.img part1.img") {
+				t.Fatalf("the stand-in borg did not run in the mount:\n%s", text)
+			}
+			if strings.Contains(text, "fd: /dev/fuse") {
+				t.Errorf("borg inherited the FUSE descriptor as %s:\n%s", user, text)
+			}
+			if m := mountsUnder(t, tmp); len(m) > 0 {
+				t.Errorf("mounts left behind: %v", m)
+			}
+		})
+	}
+}
+
 // SIGKILL of a background mount server, with a file open on the mount
 // and a process's working directory in it: the mount is gone within
 // seconds and that process is not left hanging.
