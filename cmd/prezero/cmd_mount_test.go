@@ -443,7 +443,7 @@ func TestMountSourceChanges(t *testing.T) {
 				l := log()
 				return strings.Contains(l, "source changed") && strings.Contains(l, changing)
 			}
-			for deadline := time.Now().Add(10 * time.Second); !logged() && time.Now().Before(deadline); {
+			for deadline := time.Now().Add(time.Minute); !logged() && time.Now().Before(deadline); {
 				time.Sleep(20 * time.Millisecond)
 			}
 			if !logged() {

@@ -13,7 +13,6 @@ import (
 	"sync"
 	"syscall"
 	"testing"
-	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -504,16 +503,10 @@ func TestRestoreInterrupt(t *testing.T) {
 	for range 20 {
 		stdin.Write(chunk)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if fi, err := os.Stat(out); err == nil && fi.Size() > 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("nothing was written in 10s")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	eventually(t, "the first bytes written", func() bool {
+		fi, err := os.Stat(out)
+		return err == nil && fi.Size() > 0
+	})
 	cmd.Process.Signal(os.Interrupt)
 	err = cmd.Wait()
 	stdin.Close()
