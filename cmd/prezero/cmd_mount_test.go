@@ -257,13 +257,20 @@ func TestMountForegroundSignals(t *testing.T) {
 		imgtest.Need(t, "fusermount3")
 		dir := t.TempDir()
 		cmd := exec.Command(prezeroBin(t), "mount", "-f", img, dir)
+		var stderr lockedBuffer
+		cmd.Stderr = &stderr
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
 		eventually(t, "the foreground mount", func() bool { return mountedAt(t, dir) == "fuse.prezero" })
-		// The mount shows in the table a moment before the server is done
-		// setting it up (go-fuse's poll hack opens a file on it): an
-		// unmount in that moment finds it busy.
+		// The mount shows in the table a moment before the server answers
+		// (an unmount then makes the server fail to start serving): wait
+		// for an answer. Then go-fuse's poll hack opens a file on it for
+		// a moment: an unmount in that moment finds it busy.
+		eventually(t, "the server answers", func() bool {
+			_, err := os.Stat(filepath.Join(dir, "disk.img"))
+			return err == nil
+		})
 		var out string
 		var err error
 		for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
@@ -276,7 +283,7 @@ func TestMountForegroundSignals(t *testing.T) {
 			t.Fatalf("fusermount3 -u: %v\n%s", err, out)
 		}
 		if err := cmd.Wait(); err != nil {
-			t.Fatalf("after fusermount3 -u: %v", err)
+			t.Fatalf("after fusermount3 -u: %v\n%s", err, stderr.String())
 		}
 	})
 	t.Run("umount(8)", func(t *testing.T) {
