@@ -83,7 +83,8 @@ func TestRestoreOntoServedFile(t *testing.T) {
 // of a killed server.
 func TestMountPointNames(t *testing.T) {
 	img := gptImage(t)
-	for _, name := range []string{"a b", "tab\there", "new\nline", `back\slash`, "ünïcödé ñame", `lit\040eral`} {
+	// One name holds every escaped byte at once: each must be decoded.
+	for _, name := range []string{"a b\tc\nd\\e ünï", `lit\040eral`} {
 		t.Run(strings.NewReplacer("\t", "TAB", "\n", "NL").Replace(name), func(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), name)
 			if err := os.Mkdir(dir, 0o755); err != nil {
