@@ -4,7 +4,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"syscall"
 	"testing"
 	"time"
 
@@ -81,10 +80,8 @@ func testLarge(t *testing.T, mkfsArgs []string) {
 // has room, because mkfs leaves some 1.3 GiB in tens of thousands of
 // extents, and unlinking that from a disk filesystem took 15-20 s here.
 func largeDir(t *testing.T) string {
-	var st syscall.Statfs_t
-	if err := syscall.Statfs("/dev/shm", &st); err == nil && st.Type == 0x01021994 && // TMPFS_MAGIC
-		int64(st.Bavail)*st.Bsize >= 4<<30 {
-		if dir, err := os.MkdirTemp("/dev/shm", "extfsmap-large-"); err == nil {
+	if root := tmpfsWithRoom(4 << 30); root != "" {
+		if dir, err := os.MkdirTemp(root, "extfsmap-large-"); err == nil {
 			t.Cleanup(func() { os.RemoveAll(dir) })
 			return dir
 		}
