@@ -113,9 +113,9 @@ func jcases() []jcase {
 			txs: mod(txs(bs, 3, 3, home0), 1, func(t *jtx) { t.revokes = []uint64{home0}; t.badRevokeCsum = true }), wantErr: ErrRecovery},
 		{name: "bad-tag-checksum", o: inc(v3),
 			txs: mod(txs(bs, 3, 3, home0), 1, func(t *jtx) { t.badTagCsum = true }), wantErr: ErrRecovery},
-		// A commit block torn after its header: the kernel (6.6 and
-		// later) accepts it when the checksum verifies over the header
-		// and zeros; e2fsck 1.47.0 does not know that rule yet.
+		// A commit block torn after its header: recent kernels accept
+		// it when the checksum verifies over the header and zeros;
+		// e2fsck 1.47.0 does not know that rule.
 		{name: "commit-torn-after-header", o: inc(v3),
 			txs: mod(txs(bs, 4, 3, home0), 1, func(t *jtx) { t.tornCommit = true }), wantEnd: 4, noFsck: true},
 		{name: "commit-torn-after-header-bad", o: inc(v3),

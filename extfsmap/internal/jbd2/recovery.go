@@ -89,9 +89,11 @@ func (l *Log) commitCsumOK(b []byte) bool {
 	return c == binary.BigEndian.Uint32(b[commitChksum0:])
 }
 
-// commitCsumPartialOK is jbd2_commit_block_csum_verify_partial (kernel
-// 6.6 and later): a commit block torn after its header, whose checksum
-// verifies over the header followed by zeros, is accepted.
+// commitCsumPartialOK is jbd2_commit_block_csum_verify_partial of recent
+// kernels: a commit block torn after its header, whose checksum verifies
+// over the header followed by zeros, is accepted. (e2fsck 1.47.0 and older
+// kernels call such a transaction corrupt; extfsmap's union rule keeps the
+// blocks of either outcome.)
 func (l *Log) commitCsumPartialOK(b []byte) bool {
 	if !l.csumV2or3() {
 		return true
