@@ -164,6 +164,7 @@ func partToJSON(p *source.Part) partJSON {
 		Number: p.Number, Start: p.Start, Size: p.Size, Type: p.Type, TypeName: p.TypeName,
 		Name: p.Name, Container: p.Container, FS: p.FS, BlockSize: p.BlockSize,
 		Used: p.Used(), Zeroable: p.Free.FreeBytes(), Zeroed: p.Zeroed, Status: p.Status(), Notes: p.Notes,
+		Journal: p.Journal,
 	}
 }
 
