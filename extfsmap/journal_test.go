@@ -290,6 +290,19 @@ func workload(dir string, v crashVariant) (map[string]string, *os.File, error) {
 	orphan.Sync()
 	os.Remove(filepath.Join(dir, "orphan"))
 	syncDir(".")
+	// With data=journal, file data goes through the log: blocks that begin
+	// with the jbd2 magic are logged escaped (JBD2_FLAG_ESCAPE).
+	if strings.Contains(v.mount, "data=journal") {
+		b := make([]byte, 64<<10)
+		for off := 0; off < len(b); off += 1024 {
+			copy(b[off:], []byte{0xC0, 0x3B, 0x39, 0x98})
+			b[off+4] = byte(off >> 10)
+		}
+		if err := writeData(filepath.Join(dir, "new/magic"), b); err != nil {
+			return nil, nil, err
+		}
+		synced = append(synced, "new/magic")
+	}
 	// Last, fsync'd writes after every full commit: with fast_commit these
 	// are in the fast-commit area only (no logged bitmap shows them).
 	for i := range 4 {
@@ -305,6 +318,19 @@ func workload(dir string, v crashVariant) (map[string]string, *os.File, error) {
 	}
 	hashes := imgtestHashFiles(dir, synced)
 	return hashes, orphan, nil
+}
+
+// writeData writes b to a new file at p and fsyncs it.
+func writeData(p string, b []byte) error {
+	f, err := os.Create(p)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if _, err := f.Write(b); err != nil {
+		return err
+	}
+	return f.Sync()
 }
 
 // imgtestHashFiles hashes the named files under dir ("" for a missing one).
@@ -403,6 +429,31 @@ func journalOf(t testing.TB, img string) *jbd2.Log {
 	return l
 }
 
+// checkEscaped: the log of img holds escaped copies (data blocks that
+// begin with the jbd2 magic), and each reads back with its magic.
+func checkEscaped(t *testing.T, img string) {
+	t.Helper()
+	log := journalOf(t, img)
+	buf := make([]byte, log.BlockSize)
+	n := 0
+	for _, c := range log.Copies {
+		if !c.Escaped {
+			continue
+		}
+		n++
+		if err := log.ReadCopy(c, buf); err != nil {
+			t.Fatal(err)
+		}
+		if binary.BigEndian.Uint32(buf) != 0xC03B3998 {
+			t.Errorf("escaped copy of block %d reads back as %x, not the jbd2 magic", c.Home, buf[:4])
+		}
+	}
+	if n == 0 {
+		t.Error("no escaped copy in the log: the variant no longer tests JBD2_FLAG_ESCAPE")
+	}
+	t.Logf("%d escaped copies in the log", n)
+}
+
 // uninitLogged counts the groups of the ext image img that are
 // BLOCK_UNINIT in the on-disk descriptors but not in some logged copy of
 // their descriptor block.
@@ -495,6 +546,9 @@ func TestCrashCopies(t *testing.T) {
 			}
 			if v.wrap && !j.Wrapped {
 				t.Errorf("the log did not wrap: %+v", j)
+			}
+			if strings.Contains(v.mount, "data=journal") {
+				checkEscaped(t, c.img)
 			}
 			if n := uninitLogged(t, c.img); v.uninitLogged && n == 0 {
 				t.Errorf("no group is BLOCK_UNINIT on disk and initialised in the log: the variant does not test it")
