@@ -73,6 +73,7 @@ var crashVariants = []crashVariant{
 type crashCopy struct {
 	img    string            // the copy, taken while mounted
 	synced map[string]string // sha256 of every fsync'd file, read in the mounted source
+	once   sync.Once
 	err    error
 }
 
@@ -123,15 +124,27 @@ func buildCrash(t *testing.T, v crashVariant) *crashCopy {
 	imgtest.NeedRoot(t)
 	imgtest.Need(t, "mkfs.ext4", "losetup", "mount", "e2fsck", "zerofree", "dumpe2fs")
 	crashMu.Lock()
-	defer crashMu.Unlock()
-	if c := crashCache[v.name]; c != nil {
-		if c.err != nil {
-			t.Fatal(c.err)
-		}
-		return c
+	c := crashCache[v.name]
+	if c == nil {
+		c = &crashCopy{img: filepath.Join(workDir, v.name+".crash")}
+		crashCache[v.name] = c
 	}
-	c := &crashCopy{img: filepath.Join(workDir, v.name+".crash")}
-	crashCache[v.name] = c
+	crashMu.Unlock()
+	// One build per variant; builds of different variants may run at once.
+	c.once.Do(func() {
+		c.err = fmt.Errorf("building the %s crash copy failed", v.name) // until it succeeds
+		c.build(t, v)
+		c.err = nil
+	})
+	if c.err != nil {
+		t.Fatal(c.err)
+	}
+	return c
+}
+
+// build makes the crash copy of v.
+func (c *crashCopy) build(t *testing.T, v crashVariant) {
+	t.Helper()
 	src := filepath.Join(workDir, v.name+".src")
 	imgtest.RandomFile(t, src, v.size)
 	args := append([]string{"-F", "-q", "-E", "nodiscard"}, v.mkfs...)
@@ -150,17 +163,16 @@ func buildCrash(t *testing.T, v crashVariant) *crashCopy {
 			imgtest.Output("umount", mnt)
 		}
 	}()
-	var orphan *os.File
-	c.synced, orphan, c.err = workload(mnt, v)
-	if c.err != nil {
-		t.Fatal(c.err)
+	synced, orphan, err := workload(mnt, v)
+	if err != nil {
+		t.Fatal(err)
 	}
+	c.synced = synced
 	imgtest.CopyFile(t, c.img, src) // while mounted: a crash-consistent copy
 	orphan.Close()
 	imgtest.Run(t, "umount", mnt)
 	mounted = false
 	os.Remove(src)
-	return c
 }
 
 // workload runs on the mounted filesystem and returns the sha256 of every
@@ -521,6 +533,7 @@ func replay(t testing.TB, img string, kernel bool) ([]string, map[string]string)
 func TestCrashCopies(t *testing.T) {
 	for _, v := range crashVariants {
 		t.Run(v.name, func(t *testing.T) {
+			t.Parallel() // most of the time goes waiting on mounts and fsyncs
 			c := buildCrash(t, v)
 			f, err := os.Open(c.img)
 			if err != nil {
