@@ -69,8 +69,10 @@ for name, key in names.items():
     r = rows[key]
     u = int(used[name])
     tot += u
-    print(f"  {name:5} {key:12} served {r["used_bytes"]:11d}  tool {u:11d}  {r["used_bytes"] / u:7.3f}x  {r["status"][:60]}")
+    ub, st = r["used_bytes"], r["status"][:60]
+    print(f"  {name:5} {key:12} served {ub:11d}  tool {u:11d}  {ub / u:7.3f}x  {st}")
 served = m["used_bytes"]
 print(f"  whole disk: served {served} bytes, {served / tot:.4f}x the used bytes ({100 * (served - tot) / tot:+.2f}%; goal: within 2%)")
-print(f"  outside the filesystems: {served - sum(rows[k]["used_bytes"] for k in names.values())} bytes (partition table, LVM label and metadata, gaps)")
+inside = sum(rows[k]["used_bytes"] for k in names.values())
+print(f"  outside the filesystems: {served - inside} bytes (partition table, LVM label and metadata, gaps)")
 ' "$img.used"

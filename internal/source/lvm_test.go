@@ -587,3 +587,41 @@ func TestSwapTypeWithoutSignature(t *testing.T) {
 		}
 	}
 }
+
+// TestLVMMetadataAreas: a PV with a second metadata area at its end
+// (--pvmetadatacopies 2), a PV whose metadata area is marked ignored
+// (--metadataignore y), and an LV whose second segment lies before its
+// first on the PV. The metadata areas at both ends stay unchanged (the
+// whole-disk comparison), the LVs are mapped through lvm's own segments.
+func TestLVMMetadataAreas(t *testing.T) {
+	fss := testFilesystems(t)
+	d, starts, sizes := newLVMDisk(t, 72*mib, "label: gpt\nsize=32M, type=E6D6D379-F507-44C2-A23C-238F2A3DF928\nsize=32M, type=E6D6D379-F507-44C2-A23C-238F2A3DF928\n")
+	l := imgtest.NewLVM(t)
+	pv0 := l.AddPV(d.img, starts[0], sizes[0], "--pvmetadatacopies", "2", "--metadatasize", "256k")
+	pv1 := l.AddPV(d.img, starts[1], sizes[1], "--metadataignore", "y")
+	d.parts[pv0], d.parts[pv1] = starts[0], starts[1]
+	l.Create(1)
+	l.LV("filler", 4, pv0)
+	l.LV("back", 12, pv0)
+	l.Run("lvremove", "-y", l.VG+"/filler")
+	l.Run("lvextend", "-y", "-L", "+4m", l.VG+"/back", pv0+":0-3")
+	l.LV("other", 16, pv1)
+	segs := l.Segments("back")
+	if len(segs) != 2 || segs[1].DevOff >= segs[0].DevOff {
+		t.Fatalf("back's segments %+v: want the second before the first on the PV", segs)
+	}
+	mdas := strings.Fields(l.Run("pvs", "--noheadings", "-o", "pv_mda_count,pv_mda_used_count", pv0, pv1))
+	if strings.Join(mdas, " ") != "2 2 1 0" {
+		t.Fatalf("pvs mda count, used: %q, want 2 2 1 0", mdas)
+	}
+	d.fill(t, l, fss, []fsLV{{"back", "ext2-1k"}, {"other", "ext2-1k"}})
+	src := checkLVM(t, d, Options{})
+	for _, name := range []string{"back", "other"} {
+		if lv := findLV(t, src, d.vg+"/"+name); !lv.Zeroed || lv.FS != "ext2" {
+			t.Errorf("%s: %s %s", name, lv.FS, lv.Status())
+		}
+	}
+	if lv := findLV(t, src, d.vg+"/back"); lv.TypeName != "LV linear (2 segments)" {
+		t.Errorf("back: type %q", lv.TypeName)
+	}
+}
