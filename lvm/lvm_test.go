@@ -472,3 +472,31 @@ logical_volumes { ` + lvs + ` } }`
 		})
 	}
 }
+
+// TestLabelSector: the label may be in any of the first four sectors
+// (lvm2 writes sector 1); its sector field must say where it is.
+func TestLabelSector(t *testing.T) {
+	orig := seed(t, "pv0.img.gz")
+	for s := 0; s < 4; s++ {
+		b := bytes.Clone(orig)
+		clear(b[:4*SectorSize])
+		copy(b[s*SectorSize:], orig[SectorSize:2*SectorSize])
+		binary.LittleEndian.PutUint64(b[s*SectorSize+8:], uint64(s))
+		pv, err := read(t, b)
+		if err != nil || pv.VG == nil || pv.VG.Name != "seedvg" {
+			t.Fatalf("label in sector %d: %v", s, err)
+		}
+		if s != 1 {
+			binary.LittleEndian.PutUint64(b[s*SectorSize+8:], 1) // says sector 1
+			if _, err := read(t, b); !errors.Is(err, freemap.ErrFormat) {
+				t.Errorf("label in sector %d claiming sector 1: %v", s, err)
+			}
+		}
+	}
+	b := bytes.Clone(orig)
+	clear(b[:4*SectorSize])
+	copy(b[4*SectorSize:], orig[SectorSize:2*SectorSize])
+	if Probe(bytes.NewReader(b), devSize) {
+		t.Error("a label in sector 4 was found")
+	}
+}
