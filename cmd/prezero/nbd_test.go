@@ -287,13 +287,25 @@ func TestImageLocked(t *testing.T) {
 	f := images(t)
 	img := filepath.Join(t.TempDir(), "vm.qcow2")
 	imgtest.CopyFile(t, img, f.variants["qcow2"])
-	vm := exec.Command("qemu-nbd", "--persistent", "--socket="+filepath.Join(t.TempDir(), "vm.sock"), "--format=qcow2", img)
+	sock := filepath.Join(t.TempDir(), "vm.sock")
+	vm := exec.Command("qemu-nbd", "--persistent", "--socket="+sock, "--format=qcow2", img)
 	var vmErr bytes.Buffer
 	vm.Stderr = &vmErr
 	if err := vm.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { vm.Process.Kill(); vm.Wait() })
+	// qemu-nbd creates its socket after it has opened (and locked) the
+	// image; probing the lock earlier races with it: qemu-img info's own
+	// shared lock can make the writer fail to get its write lock.
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := os.Stat(sock); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the writer did not start: %s", vmErr.String())
+		}
+	}
 	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		out, err := imgtest.Output("qemu-img", "info", img)
 		if err != nil && strings.Contains(out, "lock") {
