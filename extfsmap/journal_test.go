@@ -614,7 +614,16 @@ func TestCrashCopies(t *testing.T) {
 			// files it loses are what these checks exist to catch.
 			zf := filepath.Join(t.TempDir(), "zerofree.img")
 			imgtest.CopyFile(t, zf, c.img)
-			imgtest.Run(t, "zerofree", zf)
+			if out, err := imgtest.Output("zerofree", zf); err != nil {
+				// Some copies make zerofree stop (a bitmap block whose
+				// checksum only the journal makes right): no loss, and no
+				// saving either.
+				t.Logf("zerofree refused the copy: %v: %s", err, strings.TrimSpace(out))
+				if v.lossy {
+					t.Errorf("zerofree refused a copy that must show its loss")
+				}
+				return
+			}
 			opts := "rw" // with fast commits, the kernel replays
 			if !v.fastCommit {
 				fsck(t, zf)
