@@ -42,7 +42,7 @@ func (o *sourceFlags) AddFlags(f *pflag.FlagSet) {
 }
 
 func (o *sourceFlags) options() source.Options {
-	return source.Options{ForceDirty: o.forceDirty, ZeroSwap: o.zeroSwap, ForceShare: o.forceShare, CrossCheck: crossCheckOption()}
+	return source.Options{ForceDirty: o.forceDirty, ZeroSwap: o.zeroSwap, ForceShare: o.forceShare, CrossCheck: crossCheckOption(), NBDTimeout: nbdTimeout}
 }
 
 func init() {

@@ -168,6 +168,9 @@ func childArgs(o mountOptions, src, dir string) []string {
 	if o.logFile != "" {
 		args = append(args, "--log-file", absPath(o.logFile))
 	}
+	if nbdTimeout != source.DefaultNBDTimeout {
+		args = append(args, "--nbd-timeout", nbdTimeout.String())
+	}
 	return append(args, "--", absPath(src), absPath(dir))
 }
 

@@ -231,7 +231,7 @@ func TestNbdkit(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			c, err := Dial(context.Background(), a)
+			c, err := Dial(context.Background(), a, DefaultTimeout)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -240,7 +240,7 @@ func TestNbdkit(t *testing.T) {
 		})
 	}
 	a, _ := ParseURI("nbd+unix:///?socket=" + mem)
-	c, err := Dial(context.Background(), a)
+	c, err := Dial(context.Background(), a, DefaultTimeout)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,8 +18,10 @@ import (
 
 // QemuOptions say how StartQemu opens an image.
 type QemuOptions struct {
-	Format     string // qemu's format name: qcow2, vmdk, vhdx, ...
-	ForceShare bool   // qemu-nbd --force-share: read an image a VM has open (unsafe)
+	Format     string        // qemu's format name: qcow2, vmdk, vhdx, ...
+	ForceShare bool          // qemu-nbd --force-share: read an image a VM has open (unsafe)
+	Device     bool          // image is a block device (an LV holding a qcow2)
+	Timeout    time.Duration // how long qemu-nbd may stay silent (NewClient)
 }
 
 // ErrLocked is wrapped by the error of StartQemu when qemu-nbd cannot lock
@@ -59,7 +61,11 @@ func StartQemu(ctx context.Context, image string, o QemuOptions) (*Qemu, error) 
 	args := []string{"--read-only", "--socket=" + sock, "--shared=1"}
 	if o.ForceShare {
 		// qemu-nbd has no --force-share: turn the image file's locking off.
-		opts := "driver=" + o.Format + ",file.driver=file,file.locking=off,file.filename=" +
+		proto := "file"
+		if o.Device {
+			proto = "host_device"
+		}
+		opts := "driver=" + o.Format + ",file.driver=" + proto + ",file.locking=off,file.filename=" +
 			strings.ReplaceAll(image, ",", ",,")
 		args = append(args, "--image-opts", "--", opts)
 	} else {
@@ -103,7 +109,7 @@ func StartQemu(ctx context.Context, image string, o QemuOptions) (*Qemu, error) 
 	// socket, so nobody else can connect and nothing is left behind, even
 	// if prezero is killed.
 	os.RemoveAll(dir)
-	q.Client, err = NewClient(conn, "")
+	q.Client, err = NewClient(conn, "", "qemu-nbd serving "+image, o.Timeout)
 	if err != nil {
 		conn.Close()
 		// qemu-nbd listens before it opens the image: if it failed,
@@ -193,6 +199,7 @@ func (q *Qemu) stop(graceful bool) {
 		case <-q.exited:
 		case <-time.After(grace):
 			q.cmd.Process.Signal(syscall.SIGTERM)
+			q.cmd.Process.Signal(syscall.SIGCONT) // a stopped one, too
 			select {
 			case <-q.exited:
 			case <-time.After(3 * time.Second):

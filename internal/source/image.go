@@ -42,14 +42,22 @@ type imageInfo struct {
 	VirtualSize int64  `json:"virtual-size"`
 	Encrypted   bool   `json:"encrypted"`
 	Backing     string `json:"full-backing-filename"`
+
+	device bool // the image is on a block device
 }
 
-// probeImage returns the qemu format of the regular file f if it is a VM
-// image rather than a raw disk, or "".
+// probeImage returns what qemu says of the regular file or block device f
+// if it holds a VM image rather than a raw disk, or nil. A block device
+// can hold one: an LV of a block storage domain (oVirt) holds a qcow2;
+// qemu reads its format as from a file, and so does prezero.
 func probeImage(f *os.File, path string) (*imageInfo, error) {
 	fi, err := f.Stat()
-	if err != nil || !fi.Mode().IsRegular() {
+	if err != nil {
 		return nil, err
+	}
+	device := fi.Mode()&os.ModeDevice != 0 && fi.Mode()&os.ModeCharDevice == 0
+	if !fi.Mode().IsRegular() && !device {
+		return nil, nil
 	}
 	b := make([]byte, 512)
 	n, err := f.ReadAt(b, 0)
@@ -82,6 +90,7 @@ func probeImage(f *os.File, path string) (*imageInfo, error) {
 	if info.Encrypted {
 		return nil, fmt.Errorf("%s: an encrypted %s image is not supported", path, info.Format)
 	}
+	info.device = device
 	return &info, nil
 }
 

@@ -30,6 +30,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -47,6 +48,20 @@ type Options struct {
 	CrossCheck CrossCheck // check bitmaps against the files that use them
 	ForceShare bool       // open a VM image even if another process (a VM) has it open for writing
 	ZeroSwap   bool       // zero swap areas after their header page (never hibernation images)
+	// NBDTimeout is how long an NBD server (qemu-nbd serving a VM image,
+	// or an NBD URI's) may stay silent while prezero waits for it before
+	// reads fail; 0 means nbd.DefaultTimeout.
+	NBDTimeout time.Duration
+}
+
+// DefaultNBDTimeout is the NBDTimeout of a zero Options.
+const DefaultNBDTimeout = nbd.DefaultTimeout
+
+func (o Options) nbdTimeout() time.Duration {
+	if o.NBDTimeout <= 0 {
+		return nbd.DefaultTimeout
+	}
+	return o.NBDTimeout
 }
 
 // CrossCheck chooses whether parsers check their allocation bitmaps against
@@ -139,7 +154,7 @@ func Open(path string, opt Options) (*Source, error) {
 		if err != nil {
 			return nil, err
 		}
-		c, err := nbd.Dial(context.Background(), a)
+		c, err := nbd.Dial(context.Background(), a, opt.nbdTimeout())
 		if err != nil {
 			return nil, err
 		}
@@ -161,7 +176,8 @@ func Open(path string, opt Options) (*Source, error) {
 		return nil, err
 	}
 	if info != nil {
-		q, err := nbd.StartQemu(context.Background(), path, nbd.QemuOptions{Format: info.Format, ForceShare: opt.ForceShare})
+		q, err := nbd.StartQemu(context.Background(), path, nbd.QemuOptions{
+			Format: info.Format, ForceShare: opt.ForceShare, Device: info.device, Timeout: opt.nbdTimeout()})
 		if err != nil {
 			f.Close()
 			return nil, err
