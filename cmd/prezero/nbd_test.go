@@ -478,3 +478,95 @@ func TestImageServerStopped(t *testing.T) {
 		}
 	}
 }
+
+// TestImageServerStalled: a qemu-nbd that stops answering mid-read
+// (SIGSTOP) makes cat fail after --nbd-timeout, naming the image, and
+// prezero still stops it.
+func TestImageServerStalled(t *testing.T) {
+	f := images(t)
+	img := filepath.Join(t.TempDir(), "stall.qcow2")
+	imgtest.CopyFile(t, img, f.variants["qcow2"])
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	cmd := exec.Command(prezeroBin(t), "cat", "--nbd-timeout", "2s", img)
+	cmd.Stdout = w
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	eventually(t, "qemu-nbd to start", func() bool { return len(qemuNbdFor(img)) == 1 })
+	pid := qemuNbdFor(img)[0]
+	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGCONT); cmd.Process.Kill(); cmd.Wait() })
+	if _, err := io.ReadFull(r, make([]byte, 1<<16)); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	go io.Copy(io.Discard, r)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(60 * time.Second):
+		t.Fatalf("prezero cat still waits %v after qemu-nbd stopped answering\n%s", time.Since(start), stderr.String())
+	}
+	took := time.Since(start)
+	if code := cmd.ProcessState.ExitCode(); code != 2 {
+		t.Fatalf("exit %d after a stalled qemu-nbd\n%s", code, stderr.String())
+	}
+	for _, want := range []string{"qemu-nbd serving " + img, "stopped answering", "2s"} {
+		if !strings.Contains(stderr.String(), want) {
+			t.Fatalf("stderr lacks %q:\n%s", want, stderr.String())
+		}
+	}
+	if took < 2*time.Second {
+		t.Fatalf("gave up after %v, before the 2 s timeout", took)
+	}
+	t.Logf("gave up after %v: %s", took.Round(time.Millisecond), stderr.String())
+	noQemuNbd(t, img)
+
+	_, errOut, code := pz(t, nil, "map", "--nbd-timeout", "0", img)
+	if code != 2 || !strings.Contains(errOut, "--nbd-timeout must be positive") {
+		t.Fatalf("--nbd-timeout 0: exit %d\n%s", code, errOut)
+	}
+}
+
+// TestImageOnBlockDevice: a qcow2 on a block device (as an LV of a block
+// storage domain) is read through qemu as a qcow2 file is, read-only.
+func TestImageOnBlockDevice(t *testing.T) {
+	f := images(t)
+	img := filepath.Join(t.TempDir(), "lv.qcow2")
+	imgtest.CopyFile(t, img, f.variants["qcow2"])
+	// A loop device ends at a whole sector; qcow2 tolerates the padding.
+	fi, err := os.Stat(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(img, (fi.Size()+1<<16-1)&^(1<<16-1)); err != nil {
+		t.Fatal(err)
+	}
+	dev, _ := imgtest.Loop(t, img, 0, 0, true)
+	rawMap, _ := mapOf(t, f.raw)
+	m, text := mapOf(t, dev)
+	if m.Format != "qcow2" || normalMap(m) != normalMap(rawMap) {
+		t.Fatalf("map of a qcow2 on %s:\n%s", dev, text)
+	}
+	got := readFile(t, catFileArgs(t, "cat", dev))
+	if i := firstDiff(got, readFile(t, catFile(t, f.raw, "disk"))); i >= 0 {
+		t.Fatalf("cat %s differs from the raw image's at byte %d", dev, i)
+	}
+	noQemuNbd(t, dev)
+	// --force-share opens the device with qemu's host_device driver.
+	got = readFile(t, catFileArgs(t, "cat", "--force", "--force-share", dev))
+	if i := firstDiff(got, readFile(t, catFile(t, f.raw, "disk"))); i >= 0 {
+		t.Fatalf("cat --force --force-share %s differs at byte %d", dev, i)
+	}
+	noQemuNbd(t, dev)
+}

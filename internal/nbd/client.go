@@ -773,6 +773,13 @@ func (c *Client) ZeroExtents(ctx context.Context, fn func(off, n int64)) error {
 	return nil
 }
 
+// failure returns the error that ended the connection, or nil.
+func (c *Client) failure() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
 // Close ends the session (NBD_CMD_DISC) and closes the connection.
 func (c *Client) Close() error {
 	if c.closed.Swap(true) {

@@ -180,10 +180,13 @@ func (q *Qemu) Pid() int { return q.cmd.Process.Pid }
 // client leaves; if not within a few seconds it is killed.
 func (q *Qemu) Close() error {
 	var err error
+	graceful := true
 	if q.Client != nil {
+		// A server the client gave up on gets no grace.
+		graceful = !errors.Is(q.Client.failure(), ErrStalled)
 		err = q.Client.Close()
 	}
-	q.stop(true)
+	q.stop(graceful)
 	return err
 }
 
