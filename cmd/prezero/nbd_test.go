@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/prezero/prezero/freemap"
 	"github.com/prezero/prezero/internal/imgtest"
+	"github.com/prezero/prezero/internal/nbd"
 	"github.com/prezero/prezero/internal/source"
 )
 
@@ -287,21 +289,28 @@ func TestImageLocked(t *testing.T) {
 	f := images(t)
 	img := filepath.Join(t.TempDir(), "vm.qcow2")
 	imgtest.CopyFile(t, img, f.variants["qcow2"])
-	vm := exec.Command("qemu-nbd", "--persistent", "--socket="+filepath.Join(t.TempDir(), "vm.sock"), "--format=qcow2", img)
+	sock := filepath.Join(t.TempDir(), "vm.sock")
+	vm := exec.Command("qemu-nbd", "--persistent", "--socket="+sock, "--format=qcow2", img)
 	var vmErr bytes.Buffer
 	vm.Stderr = &vmErr
 	if err := vm.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { vm.Process.Kill(); vm.Wait() })
+	// It holds the lock once it serves. (Polling qemu-img info instead
+	// races with the writer for the lock: the writer could fail.)
 	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		out, err := imgtest.Output("qemu-img", "info", img)
-		if err != nil && strings.Contains(out, "lock") {
+		c, err := nbd.Dial(context.Background(), nbd.Address{Network: "unix", Addr: sock, URI: sock}, 10*time.Second)
+		if err == nil {
+			c.Close()
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the writer did not lock the image: qemu-img info says %q; the writer: %s", out, vmErr.String())
+			t.Fatalf("the writer does not serve: %v; the writer: %s", err, vmErr.String())
 		}
+	}
+	if out, err := imgtest.Output("qemu-img", "info", img); err == nil || !strings.Contains(out, "lock") {
+		t.Fatalf("the writer does not hold the image's lock: qemu-img info says %q", out)
 	}
 	_, stderr, code := pz(t, nil, "cat", img)
 	if code != 2 || !strings.Contains(stderr, "snapshot") || !strings.Contains(stderr, "lock") {
