@@ -42,6 +42,11 @@ type imageInfo struct {
 	VirtualSize int64  `json:"virtual-size"`
 	Encrypted   bool   `json:"encrypted"`
 	Backing     string `json:"full-backing-filename"`
+	Specific    struct {
+		Data struct {
+			DataFile string `json:"data-file"`
+		} `json:"data"`
+	} `json:"format-specific"`
 
 	device bool // the image is on a block device
 }
@@ -94,8 +99,9 @@ func probeImage(f *os.File, path string) (*imageInfo, error) {
 	return &info, nil
 }
 
-// openNBD opens an NBD client and maps the export it serves.
-func openNBD(c *nbd.Client, path string, opt Options) (*Source, error) {
+// openNBD maps the export c serves, read through r (c itself, or a
+// directReader over it).
+func openNBD(c *nbd.Client, r io.ReaderAt, path string, opt Options) (*Source, error) {
 	if c.Size() == 0 {
 		return nil, fmt.Errorf("%s is empty", path)
 	}
@@ -106,7 +112,7 @@ func openNBD(c *nbd.Client, path string, opt Options) (*Source, error) {
 			return nil, fmt.Errorf("%s: %w", path, err)
 		}
 	}
-	s, err := build(c, path, c.Size(), 0, kz, opt)
+	s, err := build(r, path, c.Size(), 0, kz, opt)
 	if err != nil {
 		return nil, err
 	}

@@ -52,6 +52,8 @@ type Options struct {
 	// or an NBD URI's) may stay silent while prezero waits for it before
 	// reads fail; 0 means nbd.DefaultTimeout.
 	NBDTimeout time.Duration
+
+	noDirect bool // tests: read a qcow2 wholly through NBD
 }
 
 // DefaultNBDTimeout is the NBDTimeout of a zero Options.
@@ -95,6 +97,7 @@ type Source struct {
 
 	f        *os.File
 	nbd      *nbd.Client
+	direct   *directReader // a qcow2's data read in place, or nil
 	qemu     *nbd.Qemu
 	zeroable int64 // bytes the parsers proved free
 	disk     *stream.Reader
@@ -158,7 +161,7 @@ func Open(path string, opt Options) (*Source, error) {
 		if err != nil {
 			return nil, err
 		}
-		s, err := openNBD(c, path, opt)
+		s, err := openNBD(c, c, path, opt)
 		if err != nil {
 			c.Close()
 			return nil, err
@@ -182,13 +185,18 @@ func Open(path string, opt Options) (*Source, error) {
 			f.Close()
 			return nil, err
 		}
-		s, err := openNBD(q.Client, path, opt)
+		var r io.ReaderAt = q.Client
+		dr := directReaderFor(f, path, info, q.Client, opt)
+		if dr != nil {
+			r = dr
+		}
+		s, err := openNBD(q.Client, r, path, opt)
 		if err != nil {
 			q.Close()
 			f.Close()
 			return nil, fmt.Errorf("%w%s", err, QemuSays(q))
 		}
-		s.Format, s.qemu, s.f = info.Format, q, f
+		s.Format, s.qemu, s.f, s.direct = info.Format, q, f, dr
 		return s, nil
 	}
 	s, err := New(f, path, opt)
@@ -287,6 +295,19 @@ func (s *Source) Transferred() (requested, received int64) {
 		return 0, 0
 	}
 	return s.nbd.Requested(), s.nbd.Received()
+}
+
+// ReadInPlace returns, for a qcow2, the bytes read straight from the image
+// file where qemu said its data lies (see direct.go), and the bytes of the
+// disk that are so placed.
+func (s *Source) ReadInPlace() (read, placed int64) {
+	if s.direct == nil {
+		return 0, 0
+	}
+	for _, e := range s.direct.ext {
+		placed += e.n
+	}
+	return s.direct.direct.Load(), placed
 }
 
 // Server returns the qemu-nbd process serving a VM image, or nil.
