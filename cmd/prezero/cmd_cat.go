@@ -69,22 +69,28 @@ func runCat(ctx context.Context, opts catOptions, args []string) error {
 		}
 	}
 	// As the mount does: the watch is opened before the maps are read, so
-	// that a change while they are read is caught too.
-	w, err := srcwatch.Open(args[0])
-	if err != nil {
-		return err
+	// that a change while they are read is caught too. An NBD export has
+	// no file to watch: its server must export a stable view.
+	var w *srcwatch.Watch
+	if !source.IsURI(args[0]) {
+		var err error
+		if w, err = srcwatch.Open(args[0]); err != nil {
+			return err
+		}
+		defer w.Close()
 	}
-	defer w.Close()
 	src, err := source.Open(args[0], opts.options())
 	if err != nil {
 		return err
 	}
 	defer src.Close()
-	if err := w.Same(src.File()); err != nil {
-		return err
-	}
-	if err := w.Check(); err != nil {
-		return fmt.Errorf("%w while its maps were read; try again on a quiet source or a snapshot", err)
+	if w != nil {
+		if err := w.Same(src.File()); err != nil {
+			return err
+		}
+		if err := w.Check(); err != nil {
+			return fmt.Errorf("%w while its maps were read; try again on a quiet source or a snapshot", err)
+		}
 	}
 	r, err := src.Lookup(what)
 	if err != nil {
@@ -118,8 +124,10 @@ type watchedWriter struct {
 }
 
 func (ww *watchedWriter) Write(p []byte) (int, error) {
-	if err := ww.watch.Check(); err != nil {
-		return 0, err
+	if ww.watch != nil {
+		if err := ww.watch.Check(); err != nil {
+			return 0, err
+		}
 	}
 	n, err := ww.w.Write(p)
 	ww.n += int64(n)

@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/prezero/prezero/extfsmap"
+	"github.com/prezero/prezero/internal/bytesize"
 	"github.com/prezero/prezero/internal/source"
 )
 
@@ -164,11 +165,12 @@ func partToJSON(p *source.Part) partJSON {
 		Number: p.Number, Start: p.Start, Size: p.Size, Type: p.Type, TypeName: p.TypeName,
 		Name: p.Name, Container: p.Container, FS: p.FS, BlockSize: p.BlockSize,
 		Used: p.Used(), Zeroable: p.Free.FreeBytes(), Zeroed: p.Zeroed, Status: p.Status(), Notes: p.Notes,
+		Journal: p.Journal,
 	}
 }
 
 func printMap(w io.Writer, m mapJSON) {
-	fmt.Fprintf(w, "%s: %s, partition table: %s", m.Source, human(m.Size), m.Scheme)
+	fmt.Fprintf(w, "%s: %s, partition table: %s", m.Source, bytesize.Human(m.Size), m.Scheme)
 	if m.SectorSize > 0 {
 		fmt.Fprintf(w, " (%d-byte sectors)", m.SectorSize)
 	}
@@ -176,7 +178,7 @@ func printMap(w io.Writer, m mapJSON) {
 	if m.Format != "" {
 		known := "the server gives no allocation information"
 		if m.KnownZero != nil {
-			known = fmt.Sprintf("%s reported as zeros (unallocated), not read", human(*m.KnownZero))
+			known = fmt.Sprintf("%s reported as zeros (unallocated), not read", bytesize.Human(*m.KnownZero))
 		}
 		via := "a " + m.Format + " image read through qemu-nbd"
 		if m.Format == "nbd" {
@@ -201,8 +203,8 @@ func printMap(w io.Writer, m mapJSON) {
 		if p.BlockSize > 0 {
 			bs = fmt.Sprint(p.BlockSize)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", label, p.Start, human(p.Size), typ, fs, bs,
-			human(p.Used), human(p.Zeroable), p.Status)
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", label, p.Start, bytesize.Human(p.Size), typ, fs, bs,
+			bytesize.Human(p.Used), bytesize.Human(p.Zeroable), p.Status)
 	}
 	for _, p := range m.Partitions {
 		row(fmt.Sprint(p.Number), p)
@@ -226,7 +228,7 @@ func printMap(w io.Writer, m mapJSON) {
 		pct = 100 * float64(m.Zeroable) / float64(m.Size)
 	}
 	fmt.Fprintf(w, "total: %s, served from source %s, zeroed %s (%.1f%% saving before compression)\n",
-		human(m.Size), human(m.Used), human(m.Zeroable), pct)
+		bytesize.Human(m.Size), bytesize.Human(m.Used), bytesize.Human(m.Zeroable), pct)
 	var passed []string
 	files := 0
 	for _, p := range m.Partitions {
@@ -257,18 +259,4 @@ func passThroughReasons(src *source.Source) []string {
 		rs = append(rs, "its partitions have no free blocks")
 	}
 	return rs
-}
-
-// human formats a byte count with binary units.
-func human(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%dB", n)
-	}
-	div, exp := int64(unit), 0
-	for v := n / unit; v >= unit; v /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f%ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
