@@ -151,7 +151,7 @@ func mapOf(t *testing.T, img string, args ...string) (mapJSON, string) {
 }
 
 func normalMap(m mapJSON) string {
-	m.Source, m.Format, m.KnownZero = "", "", nil
+	m.Source, m.Format, m.KnownZero, m.InPlace = "", "", nil, nil
 	b, _ := json.Marshal(m)
 	return string(b)
 }
@@ -207,7 +207,8 @@ func TestImageFormats(t *testing.T) {
 	}
 	// The text map says how the image is read.
 	out, _, _ := pz(t, nil, "map", f.variants["qcow2"])
-	if !strings.Contains(out, "qcow2 image read through qemu-nbd") || !strings.Contains(out, "reported as zeros") {
+	if !strings.Contains(out, "qcow2 image read through qemu-nbd") || !strings.Contains(out, "reported as zeros") ||
+		!strings.Contains(out, "read in place from the image file") {
 		t.Fatalf("map output:\n%s", out)
 	}
 }
