@@ -77,7 +77,7 @@ func checkAll(t *testing.T, c *Client, want []byte) {
 	if n, err := c.ReadAt(p, int64(len(want))); n != 0 || err != io.EOF {
 		t.Fatalf("ReadAt at the end = %d, %v", n, err)
 	}
-	if err := iotest.TestReader(io.NewSectionReader(c, 12345, 20000), want[12345:12345+20000]); err != nil {
+	if err := iotest.TestReader(io.NewSectionReader(c, 12345, 3000), want[12345:12345+3000]); err != nil {
 		t.Fatal(err)
 	}
 }
