@@ -145,3 +145,26 @@ func TestParseHostMap(t *testing.T) {
 		}
 	}
 }
+
+// FuzzHostMap: whatever qemu-img map prints, the extents kept are sorted,
+// disjoint, sector-aligned, inside the disk and inside the file.
+func FuzzHostMap(f *testing.F) {
+	f.Add([]byte(`[{"start":0,"length":4096,"depth":0,"zero":false,"data":true,"offset":8192},
+		{"start":4096,"length":4096,"depth":0,"zero":false,"data":true,"offset":12288},
+		{"start":65536,"length":512,"depth":1,"zero":false,"data":true,"offset":0}]`))
+	f.Add([]byte(`[{"start":0,"length":1048576,"depth":0,"present":false,"zero":true,"data":false}]`))
+	const size, fsize = 1 << 20, 512 << 10
+	f.Fuzz(func(t *testing.T, in []byte) {
+		ext, err := parseHostMap(bytes.NewReader(in), size, fsize)
+		if err != nil {
+			return
+		}
+		last := int64(0)
+		for _, e := range ext {
+			if e.guest < last || e.n <= 0 || e.guest+e.n > size || e.host < 0 || e.host+e.n > fsize || e.guest%512 != 0 || e.host%512 != 0 {
+				t.Fatalf("bad extent %+v in %v", e, ext)
+			}
+			last = e.guest + e.n
+		}
+	})
+}
