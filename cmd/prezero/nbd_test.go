@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -581,4 +582,46 @@ func TestImageOnBlockDevice(t *testing.T) {
 		t.Fatalf("cat --force --force-share %s differs at byte %d", dev, i)
 	}
 	noQemuNbd(t, dev)
+}
+
+// TestImageMountStalled: the mount server gets --nbd-timeout too; a read
+// from a stalled qemu-nbd fails with EIO instead of hanging, and umount
+// still stops qemu-nbd.
+func TestImageMountStalled(t *testing.T) {
+	f := images(t)
+	imgtest.Need(t, "fusermount3")
+	img := filepath.Join(t.TempDir(), "stall.vmdk")
+	imgtest.CopyFile(t, img, f.variants["vmdk"])
+	dir := t.TempDir()
+	mountBG(t, img, dir, "--nbd-timeout", "2s")
+	pids := qemuNbdFor(img)
+	if len(pids) != 1 {
+		t.Fatalf("qemu-nbd processes for the mount: %v", pids)
+	}
+	t.Cleanup(func() { syscall.Kill(pids[0], syscall.SIGCONT) })
+	if err := syscall.Kill(pids[0], syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	disk, err := os.Open(filepath.Join(dir, "disk.img"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer disk.Close()
+	start := time.Now()
+	done := make(chan error, 1)
+	go func() {
+		_, err := disk.ReadAt(make([]byte, 1<<20), imNTFS)
+		done <- err
+	}()
+	select {
+	case err = <-done:
+	case <-time.After(60 * time.Second):
+		t.Fatal("a read from the mount still waits 60 s after qemu-nbd stopped answering")
+	}
+	if !errors.Is(err, syscall.EIO) || time.Since(start) < 2*time.Second {
+		t.Fatalf("read after %v: %v, want EIO after the 2 s timeout", time.Since(start), err)
+	}
+	disk.Close()
+	pz(t, nil, "umount", dir)
+	noQemuNbd(t, img)
 }
