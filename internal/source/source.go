@@ -19,7 +19,9 @@
 //
 // Ranges an NBD server reports as reading as zeros (block status
 // NBD_STATE_ZERO) are added to every stream's free map, whatever the
-// partition: stream then neither reads them nor reports them as data.
+// partition: stream then neither reads them nor reports them as data. A
+// qcow2's data that qemu-img map places in the image file itself is read
+// from there, in place, rather than through the socket (direct.go).
 package source
 
 import (
