@@ -625,3 +625,23 @@ func TestImageMountStalled(t *testing.T) {
 	pz(t, nil, "umount", dir)
 	noQemuNbd(t, img)
 }
+
+// TestImageColonName: a relative image name with a colon ("file:disk.qcow2")
+// is the file itself to qemu too, not a protocol, with its data read in place.
+func TestImageColonName(t *testing.T) {
+	f := images(t)
+	dir := t.TempDir()
+	imgtest.CopyFile(t, filepath.Join(dir, "file:disk.qcow2"), f.variants["qcow2"])
+	// What qemu would open instead: other bytes in partition 3 and the tail.
+	imgtest.CopyFile(t, filepath.Join(dir, "disk.qcow2"), filepath.Join(f.dir, "base.qcow2"))
+	cmd := exec.Command(prezeroBin(t), "cat", "file:disk.qcow2")
+	cmd.Dir = dir
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("prezero cat file:disk.qcow2: %v\n%s", err, stderr.String())
+	}
+	if i := firstDiff(stdout.Bytes(), readFile(t, catFile(t, f.raw, "disk"))); i >= 0 {
+		t.Fatalf("cat file:disk.qcow2 differs from the raw image's at byte %d", i)
+	}
+}

@@ -58,6 +58,7 @@ func StartQemu(ctx context.Context, image string, o QemuOptions) (*Qemu, error) 
 		return nil, err
 	}
 	sock := filepath.Join(dir, "nbd.sock")
+	file := QemuFilename(image)
 	args := []string{"--read-only", "--socket=" + sock, "--shared=1"}
 	if o.ForceShare {
 		// qemu-nbd has no --force-share: turn the image file's locking off.
@@ -66,10 +67,10 @@ func StartQemu(ctx context.Context, image string, o QemuOptions) (*Qemu, error) 
 			proto = "host_device"
 		}
 		opts := "driver=" + o.Format + ",file.driver=" + proto + ",file.locking=off,file.filename=" +
-			strings.ReplaceAll(image, ",", ",,")
+			strings.ReplaceAll(file, ",", ",,")
 		args = append(args, "--image-opts", "--", opts)
 	} else {
-		args = append(args, "--format="+o.Format, "--", image)
+		args = append(args, "--format="+o.Format, "--", file)
 	}
 	q := &Qemu{Path: image, dir: dir, exited: make(chan struct{}), stderr: &capBuffer{max: 16 << 10}}
 	q.cmd = exec.Command("qemu-nbd", args...)
@@ -124,6 +125,19 @@ func StartQemu(ctx context.Context, image string, o QemuOptions) (*Qemu, error) 
 		return nil, fmt.Errorf("qemu-nbd serving %s: %w", image, err)
 	}
 	return q, nil
+}
+
+// QemuFilename returns path as qemu must be given it to open that very
+// file: qemu takes "PROTOCOL:..." (a colon before any slash) as a protocol
+// such as nbd: or http:, so a relative path is made absolute.
+func QemuFilename(path string) string {
+	if filepath.IsAbs(path) {
+		return path
+	}
+	if abs, err := filepath.Abs(path); err == nil {
+		return abs
+	}
+	return "./" + path
 }
 
 // dial connects to the socket once qemu-nbd listens on it, or returns

@@ -135,7 +135,7 @@ type mapEntry struct {
 func hostMap(path string, size, fileSize int64) ([]hostExtent, error) {
 	// -U: prezero's own qemu-nbd holds the image's lock, which keeps
 	// writers out; this reader needs none of its own.
-	cmd := exec.Command("qemu-img", "map", "--output=json", "-U", "-f", "qcow2", "--", path)
+	cmd := exec.Command("qemu-img", "map", "--output=json", "-U", "-f", "qcow2", "--", nbd.QemuFilename(path))
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	cmd.Env = append(os.Environ(), "LC_ALL=C")

@@ -77,7 +77,7 @@ func probeImage(f *os.File, path string) (*imageInfo, error) {
 	}
 	// -U: reading the header is harmless even while a VM runs; qemu-nbd
 	// takes the lock that matters.
-	cmd := exec.Command("qemu-img", "info", "--output=json", "-U", "--", path)
+	cmd := exec.Command("qemu-img", "info", "--output=json", "-U", "--", nbd.QemuFilename(path))
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	cmd.Env = append(os.Environ(), "LC_ALL=C")
