@@ -43,7 +43,7 @@ func (o *sourceFlags) AddFlags(f *pflag.FlagSet) {
 }
 
 func (o *sourceFlags) options() source.Options {
-	return source.Options{ForceDirty: o.forceDirty, ZeroSwap: o.zeroSwap, ForceShare: o.forceShare, CrossCheck: crossCheckOption()}
+	return source.Options{ForceDirty: o.forceDirty, ZeroSwap: o.zeroSwap, ForceShare: o.forceShare, CrossCheck: crossCheckOption(), NBDTimeout: nbdTimeout}
 }
 
 func init() {
@@ -71,6 +71,7 @@ type mapJSON struct {
 	Source     string     `json:"source"`
 	Format     string     `json:"format,omitempty"`           // qcow2, ... or nbd; absent for raw
 	KnownZero  *int64     `json:"known_zero_bytes,omitempty"` // NBD sources with block status
+	InPlace    *int64     `json:"in_place_bytes,omitempty"`   // a qcow2's data read from the image file itself
 	Size       int64      `json:"size"`
 	Scheme     string     `json:"scheme"`
 	SectorSize int        `json:"sector_size,omitempty"`
@@ -143,6 +144,9 @@ func buildMapJSON(src *source.Source) mapJSON {
 		n := src.KnownZero.FreeBytes()
 		m.KnownZero = &n
 	}
+	if _, placed := src.ReadInPlace(); placed > 0 {
+		m.InPlace = &placed
+	}
 	for _, p := range src.Parts {
 		pj := partToJSON(p)
 		for _, lv := range p.Volumes {
@@ -181,6 +185,9 @@ func printMap(w io.Writer, m mapJSON) {
 			known = fmt.Sprintf("%s reported as zeros (unallocated), not read", bytesize.Human(*m.KnownZero))
 		}
 		via := "a " + m.Format + " image read through qemu-nbd"
+		if m.InPlace != nil {
+			via += fmt.Sprintf(" (%s of its data read in place from the image file)", bytesize.Human(*m.InPlace))
+		}
 		if m.Format == "nbd" {
 			via = "an NBD export"
 		}
