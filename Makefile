@@ -43,6 +43,7 @@ fuzz:
 	for f in FuzzRead FuzzBootSector FuzzFixup FuzzRunlist FuzzRecord FuzzScanner; do \
 		$(FUZZ) -fuzz="^$$f\$$" ./ntfsmap || exit 1; done
 	$(FUZZ) -fuzz='^FuzzReplies$$' ./internal/nbd
+	$(FUZZ) -fuzz='^FuzzHostMap$$' ./internal/source
 	$(FUZZ) -fuzz='^FuzzRead$$' ./fatmap
 	$(FUZZ) -fuzz='^FuzzRead$$' ./exfatmap
 	for f in FuzzRead FuzzMetadata; do $(FUZZ) -fuzz="^$$f\$$" ./lvm || exit 1; done

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Reading a qcow2 through prezero (qemu-nbd + prezero's NBD client) against
-# qemu's own readers, all measured in this one run so the ratios are
-# comparable on a noisy machine (best of 3 each, page cache warm):
+# Reading a qcow2 through prezero (qemu-nbd + prezero's NBD client, the
+# data clusters read in place where qemu-img map puts them) against qemu's
+# own readers, all measured in this one run so the ratios are comparable on
+# a noisy machine: best of 3 each, once with the page cache warm, and once
+# cold (sync and drop_caches before every run; needs root, else skipped):
 #   prezero cat X.qcow2 > /dev/null
 #   qemu-img convert -n X.qcow2 --target-image-opts driver=null-co,size=N
 #       (qemu-img cannot convert to /dev/null: "Cannot grow device files";
@@ -12,6 +14,7 @@
 # (random files), so prezero zeroes little and reads nearly all of it.
 # Needs qemu-utils, libnbd-bin (nbdcopy), e2fsprogs, fdisk, bc.
 # Usage: bench/nbd.sh [WORKDIR]   (about 3x SIZE_MB of scratch space)
+#        PZ_OTHER=/path/to/prezero bench/nbd.sh   also times another build
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 work=${1:-$(mktemp -d /var/tmp/prezero-nbd-bench.XXXXXX)}
@@ -22,9 +25,14 @@ pz=$work/prezero
 SIZE_MB=${SIZE_MB:-1024}
 
 now() { date +%s.%N; }
+cold=false
+drop() { # empty the page cache before a cold run
+	if $cold; then sync; echo 3 > /proc/sys/vm/drop_caches; fi
+}
 best_of() { # the best wall time of 3 runs of a shell command, seconds
 	local best=999999 t0 t1 d
 	for _ in 1 2 3; do
+		drop
 		t0=$(now); bash -c "$1"; t1=$(now)
 		d=$(echo "$t1 - $t0" | bc -l)
 		if (( $(echo "$d < $best" | bc -l) )); then best=$d; fi
@@ -56,14 +64,27 @@ size=$(qemu-img info --output=json "$img" | sed -n 's/.*"virtual-size": \([0-9]*
 cat "$img" > /dev/null # warm the page cache
 "$pz" map "$img"
 
-t_pz=$(best_of "'$pz' cat '$img' > /dev/null")
-t_conv=$(best_of "qemu-img convert -n '$img' --target-image-opts driver=null-co,size=$size")
-t_copy=$(best_of "nbdcopy -- [ qemu-nbd -r -f qcow2 '$img' ] null:")
+measure() {
+	t_pz=$(best_of "'$pz' cat '$img' > /dev/null")
+	t_conv=$(best_of "qemu-img convert -n '$img' --target-image-opts driver=null-co,size=$size")
+	t_copy=$(best_of "nbdcopy -- [ qemu-nbd -r -f qcow2 '$img' ] null:")
 
-echo "== reading a ${SIZE_MB} MiB qcow2 (best of 3, seconds, MiB/s)"
-printf '%-40s %8.2f s %6s MiB/s\n' "prezero cat > /dev/null" "$t_pz" "$(mbps "$t_pz")"
-printf '%-40s %8.2f s %6s MiB/s\n' "qemu-img convert -> null-co" "$t_conv" "$(mbps "$t_conv")"
-printf '%-40s %8.2f s %6s MiB/s\n' "nbdcopy [ qemu-nbd ] null:" "$t_copy" "$(mbps "$t_copy")"
-r_conv=$(ratio "$t_pz" "$t_conv"); r_copy=$(ratio "$t_pz" "$t_copy")
-echo "prezero / qemu-img convert: $r_conv (target <= 1.00)"
-echo "prezero / nbdcopy:          $r_copy (target <= 1.30)"
+	echo "== reading a ${SIZE_MB} MiB qcow2, page cache $1 (best of 3, seconds, MiB/s)"
+	printf '%-40s %8.2f s %6s MiB/s\n' "prezero cat > /dev/null" "$t_pz" "$(mbps "$t_pz")"
+	printf '%-40s %8.2f s %6s MiB/s\n' "qemu-img convert -> null-co" "$t_conv" "$(mbps "$t_conv")"
+	printf '%-40s %8.2f s %6s MiB/s\n' "nbdcopy [ qemu-nbd ] null:" "$t_copy" "$(mbps "$t_copy")"
+	r_conv=$(ratio "$t_pz" "$t_conv"); r_copy=$(ratio "$t_pz" "$t_copy")
+	echo "prezero / qemu-img convert: $r_conv (target <= 1.00)"
+	echo "prezero / nbdcopy:          $r_copy (target <= 1.30)"
+	if [ -n "${PZ_OTHER:-}" ]; then # another prezero build, to compare
+		t_other=$(best_of "'$PZ_OTHER' cat '$img' > /dev/null")
+		printf '%-40s %8.2f s %6s MiB/s  (%s x qemu-img convert)\n' "$PZ_OTHER cat" "$t_other" "$(mbps "$t_other")" "$(ratio "$t_other" "$t_conv")"
+	fi
+}
+measure warm
+if [ "$(id -u)" = 0 ]; then
+	cold=true
+	measure cold
+else
+	echo "== cold cache runs skipped: dropping the page cache needs root"
+fi

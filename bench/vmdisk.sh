@@ -6,7 +6,9 @@
 # the used bytes each filesystem's own tool reports (dumpe2fs, xfs_db,
 # fsck.fat; one page for swap), and against the raw image. Goal: within 2%.
 # Volumes prezero cannot map yet pass through whole and show up as excess.
-# Needs root. Usage: bench/vmdisk.sh [WORKDIR]
+# And per volume, the nonzero bytes of prezero's stream against the same
+# volume zeroed by its peer (zerofree, xfs_copy -d, partclone.fat).
+# Needs root, zerofree, partclone. Usage: bench/vmdisk.sh [WORKDIR]
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 work=${1:-$(mktemp -d /var/tmp/prezero-bench-vm.XXXXXX)}
@@ -69,8 +71,45 @@ for name, key in names.items():
     r = rows[key]
     u = int(used[name])
     tot += u
-    print(f"  {name:5} {key:12} served {r["used_bytes"]:11d}  tool {u:11d}  {r["used_bytes"] / u:7.3f}x  {r["status"][:60]}")
+    ub, st = r["used_bytes"], r["status"][:60]
+    print(f"  {name:5} {key:12} served {ub:11d}  tool {u:11d}  {ub / u:7.3f}x  {st}")
 served = m["used_bytes"]
 print(f"  whole disk: served {served} bytes, {served / tot:.4f}x the used bytes ({100 * (served - tot) / tot:+.2f}%; goal: within 2%)")
-print(f"  outside the filesystems: {served - sum(rows[k]["used_bytes"] for k in names.values())} bytes (partition table, LVM label and metadata, gaps)")
+inside = sum(rows[k]["used_bytes"] for k in names.values())
+print(f"  outside the filesystems: {served - inside} bytes (partition table, LVM label and metadata, gaps)")
 ' "$img.used"
+
+# The peers' zeroed copy of each volume is the floor: zerofree (ext4),
+# xfs_copy -d (XFS: copies only what is used), partclone.fat (FAT), the
+# header page alone (swap). Nonzero bytes of prezero's stream against it.
+echo
+echo "== nonzero bytes per volume: prezero cat --zero-swap against the peers' zeroed copy"
+"$pz" map --zero-swap --json "$img" | python3 -c '
+import json, sys
+m = json.load(sys.stdin)
+names = {"1": "esp", "2": "boot", "vmvg/root": "root", "vmvg/swap_1": "swap", "vmvg/home": "home"}
+for p in m["partitions"]:
+    for v in [p] + p.get("volumes", []):
+        key = v.get("lv") or str(v["number"])
+        if key in names and (key == v.get("lv") or "lv" not in v):
+            print(names[key], key, v["start"], v["size"])
+' >"$work/vols"
+vol=$work/vol peer=$work/peer
+tot_pz=0 tot_peer=0
+while read -r name what start size; do
+	dd if="$img" of="$vol" bs=1M iflag=skip_bytes,count_bytes skip="$start" count="$size" status=none
+	rm -f "$peer"
+	case $name in
+	esp) truncate -s "$size" "$peer"; partclone.fat -q -b -s "$vol" -O "$peer" -L /dev/null >/dev/null 2>&1 ;;
+	boot | root) zerofree "$vol" && mv "$vol" "$peer" ;;
+	home) xfs_copy -d "$vol" "$peer" >/dev/null && truncate -s "$size" "$peer" ;;
+	swap) head -c 4096 "$vol" >"$peer" && truncate -s "$size" "$peer" ;;
+	esac
+	a=$("$pz" cat --zero-swap "$img" "$what" | nonzero)
+	b=$(nonzero <"$peer")
+	tot_pz=$((tot_pz + a)) tot_peer=$((tot_peer + b))
+	printf "  %-5s %-12s prezero %11d  peer %11d  %7.4fx\n" "$name" "$what" "$a" "$b" "$(echo "$a / $b" | bc -l)"
+done <"$work/vols"
+rm -f "$vol" "$peer"
+printf "  all volumes        prezero %11d  peer %11d  %7.4fx (%+.2f%%; goal: within 2%%)\n" "$tot_pz" "$tot_peer" \
+	"$(echo "$tot_pz / $tot_peer" | bc -l)" "$(echo "100 * ($tot_pz - $tot_peer) / $tot_peer" | bc -l)"

@@ -393,3 +393,110 @@ func FuzzMetadata(f *testing.F) {
 		}
 	})
 }
+
+// TestSegmentTypes: every segment type other than striped gives its LV a
+// reason, every LV it names (its sub-LVs, an origin) passes through too,
+// and none of their extents is free. The texts mirror what lvm2 writes
+// for each type (lib/*/…_text_export).
+func TestSegmentTypes(t *testing.T) {
+	lin := func(name string, ext int, visible bool) string {
+		st := `["READ", "WRITE"]`
+		if visible {
+			st = `["READ", "WRITE", "VISIBLE"]`
+		}
+		return name + ` { id = "x" status = ` + st + ` segment_count = 1 segment1 { start_extent = 0 extent_count = 2 type = "striped" stripe_count = 1 stripes = ["pv0", ` + strconv.Itoa(ext) + `] } }
+`
+	}
+	user := func(name, typ, refs string) string {
+		return name + ` { id = "y" status = ["READ", "WRITE", "VISIBLE"] segment_count = 1 segment1 { start_extent = 0 extent_count = 2 type = "` + typ + `" ` + refs + ` } }
+`
+	}
+	for _, c := range []struct {
+		typ, refs string
+		subs      []string // LVs the segment uses
+		reason    string   // the user LV's reason
+	}{
+		{"thin-pool", `metadata = "a" pool = "b" transaction_id = 0 chunk_size = 128`, []string{"a", "b"}, "thin pool"},
+		{"thin", `thin_pool = "a" transaction_id = 0 device_id = 1 external_origin = "b"`, []string{"a", "b"}, "thin volume (its blocks live in a thin pool)"},
+		{"snapshot", `chunk_size = 8 origin = "a" cow_store = "b"`, []string{"a", "b"}, "snapshot (copy-on-write)"},
+		{"mirror", `mirror_count = 2 mirror_log = "c" region_size = 1024 mirrors = ["a", 0, "b", 0]`, []string{"a", "b", "c"}, "mirror"},
+		{"raid1", `device_count = 2 region_size = 1024 raids = ["c", "a", "d", "b"]`, []string{"a", "b", "c", "d"}, "RAID (raid1)"},
+		{"raid5_ls", `device_count = 3 stripe_size = 128 region_size = 1024 raids = ["a", "b", "c", "d", "e", "f"]`, []string{"a", "b", "c", "d", "e", "f"}, "RAID (raid5_ls)"},
+		{"raid10", `device_count = 2 stripe_size = 128 raids = ["a", "b", "c", "d"]`, []string{"a", "b", "c", "d"}, "RAID (raid10)"},
+		{"cache", `cache_pool = "a" origin = "b"`, []string{"a", "b"}, "cache (cache)"},
+		{"cache-pool", `data = "a" metadata = "b" chunk_size = 128`, []string{"a", "b"}, "cache (cache-pool)"},
+		{"writecache", `writecache = "a" origin = "b" writecache_block_size = 4096`, []string{"a", "b"}, "cache (writecache)"},
+		{"vdo", `vdo_pool = "a" vdo_offset = 0`, []string{"a"}, "VDO (vdo)"},
+		{"vdo-pool", `data = "a" header_size = 512 virtual_extents = 2`, []string{"a"}, "VDO (vdo-pool)"},
+		{"integrity", `origin = "a" data_sectors = 4096 mode = "J" tag_size = 4 internal_hash = "crc32c"`, []string{"a"}, "integrity"},
+		{"error", ``, nil, "segment type error (no data on disk)"},
+		{"zero", ``, nil, "segment type zero (no data on disk)"},
+		{"future-type", `members = ["a"] detail { store = "b" }`, []string{"a", "b"}, `unknown segment type "future-type"`},
+	} {
+		t.Run(c.typ, func(t *testing.T) {
+			lvs := user("u", c.typ, c.refs) + lin("plain", 12, true)
+			for i, s := range []string{"a", "b", "c", "d", "e", "f"} {
+				lvs += lin(s, 2*i, false)
+			}
+			text := `vg { id = "v" seqno = 1 format = "lvm2" extent_size = 8
+physical_volumes { pv0 { id = "p" pe_start = 2048 pe_count = 20 } }
+logical_volumes { ` + lvs + ` } }`
+			vg, err := parseVG([]byte(text))
+			if err != nil {
+				t.Fatal(err)
+			}
+			reasons := map[string]string{}
+			for _, lv := range vg.LVs {
+				reasons[lv.Name] = lv.Reason
+			}
+			if reasons["u"] != c.reason {
+				t.Errorf("u: reason %q, want %q", reasons["u"], c.reason)
+			}
+			if reasons["plain"] != "" {
+				t.Errorf("plain: %q", reasons["plain"])
+			}
+			for _, s := range c.subs {
+				if !strings.Contains(reasons[s], "u") || reasons[s] == "" {
+					t.Errorf("%s (used by u): reason %q", s, reasons[s])
+				}
+			}
+			// Only the extents after the LVs (14..19) are free.
+			pv := vg.PVs[0]
+			free := vg.FreeExtents(pv, 2048*512+20*4096)
+			if e := free.Extents(); len(e) != 1 || e[0].Off != pv.PEStart+14*4096 || e[0].Len != 6*4096 {
+				t.Errorf("free extents %v", e)
+			}
+			if _, err := vg.Open(vg.LVs[0], nil); !errors.Is(err, freemap.ErrUnsupported) {
+				t.Errorf("Open(u): %v", err)
+			}
+		})
+	}
+}
+
+// TestLabelSector: the label may be in any of the first four sectors
+// (lvm2 writes sector 1); its sector field must say where it is.
+func TestLabelSector(t *testing.T) {
+	orig := seed(t, "pv0.img.gz")
+	for s := 0; s < 4; s++ {
+		b := bytes.Clone(orig)
+		clear(b[:4*SectorSize])
+		copy(b[s*SectorSize:], orig[SectorSize:2*SectorSize])
+		binary.LittleEndian.PutUint64(b[s*SectorSize+8:], uint64(s))
+		pv, err := read(t, b)
+		if err != nil || pv.VG == nil || pv.VG.Name != "seedvg" {
+			t.Fatalf("label in sector %d: %v", s, err)
+		}
+		if s != 1 {
+			binary.LittleEndian.PutUint64(b[s*SectorSize+8:], 1) // says sector 1
+			if _, err := read(t, b); !errors.Is(err, freemap.ErrFormat) {
+				t.Errorf("label in sector %d claiming sector 1: %v", s, err)
+			}
+		}
+	}
+	b := bytes.Clone(orig)
+	clear(b[:4*SectorSize])
+	copy(b[4*SectorSize:], orig[SectorSize:2*SectorSize])
+	if Probe(bytes.NewReader(b), devSize) {
+		t.Error("a label in sector 4 was found")
+	}
+}

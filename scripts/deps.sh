@@ -26,7 +26,7 @@ done
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
 	echo "deps: missing Debian packages; install them with:" >&2
-	echo "  sudo apt-get install -y --no-install-recommends ${missing[*]}" >&2
+	echo "  sudo apt-get update && sudo apt-get install -y --no-install-recommends ${missing[*]}" >&2
 	exit 2
 fi
 echo "deps: installing ${missing[*]}" >&2

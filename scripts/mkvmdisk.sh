@@ -20,19 +20,35 @@ work=$(mktemp -d /var/tmp/prezero-vmdisk.XXXXXX)
 loops=()
 mnt=$work/mnt
 mkdir -p "$mnt"
+# ours DEV: is DEV still the loop device this script attached? Loop devices
+# are shared with other users of the machine: never detach one that now
+# backs something else.
+declare -A loop_id
+loopid() { losetup -n -O BACK-MAJ:MIN,BACK-INO,OFFSET,SIZELIMIT "$1" 2>/dev/null | tr -s ' '; }
+ours() { [ -n "${loop_id[$1]:-}" ] && [ "$(loopid "$1")" = "${loop_id[$1]}" ]; }
+unloop() {
+	if ours "$1"; then losetup -d "$1" || echo "mkvmdisk: could not detach $1" >&2; fi
+	local keep=()
+	for l in "${loops[@]}"; do [ "$l" = "$1" ] || keep+=("$l"); done
+	loops=("${keep[@]}")
+}
 cleanup() {
-	mountpoint -q "$mnt" && umount "$mnt"
-	for l in "${loops[@]}"; do losetup -d "$l" 2>/dev/null || true; done
+	if mountpoint -q "$mnt"; then umount "$mnt" || umount -l "$mnt" || true; fi
+	for l in "${loops[@]}"; do unloop "$l"; done
 	rm -rf "$work"
 }
 trap cleanup EXIT
-loop() { # OFFSET SIZE: a loop device over bytes of the image
-	local l
-	l=$(losetup -f --show -o "$1" --sizelimit "$2" "$img")
-	loops+=("$l")
-	echo "$l"
+# loop OFFSET SIZE: attach a loop device over bytes of the image; its name
+# is in $L (not printed: a $(...) subshell would lose the cleanup list).
+loop() {
+	L=$(losetup -f --show -o "$1" --sizelimit "$2" "$img")
+	loops+=("$L")
+	loop_id[$L]=$(loopid "$L")
 }
-unloop() { losetup -d "$1"; }
+# fresh DEV: drop DEV's block-device cache before a tool reads what the
+# kernel filesystem wrote (that bypassed it): otherwise xfs_db or dumpe2fs
+# may see the blocks as mkfs left them.
+fresh() { blockdev --flushbufs "$1"; }
 files() { # DIR COUNT MiB PREFIX: COUNT random files of MiB each
 	mkdir -p "$1"
 	for i in $(seq "$2"); do head -c "$3M" /dev/urandom >"$1/$4$i"; done
@@ -53,7 +69,7 @@ read -r pv_off pv_size < <(part 3)
 : >"$img.used"
 
 # ESP: FAT32 with a boot loader and a kernel copy; an old one deleted.
-l=$(loop "$esp_off" "$esp_size")
+loop "$esp_off" "$esp_size"; l=$L
 mkfs.vfat -F 32 -n ESP "$l" >/dev/null 2>&1
 files "$work/esp" 2 6 grubx64-
 files "$work/esp" 1 12 old-
@@ -70,19 +86,19 @@ echo "esp $((dstart + used * csize))" >>"$img.used"
 unloop "$l"
 
 # /boot: ext4, three kernels written, the oldest removed.
-l=$(loop "$boot_off" "$boot_size")
+loop "$boot_off" "$boot_size"; l=$L
 mkfs.ext4 -q -F -E nodiscard -L boot "$l"
 mount "$l" "$mnt"
 files "$mnt" 3 12 vmlinuz-6.1.0-
 files "$mnt" 3 30 initrd.img-6.1.0-
 rm "$mnt/vmlinuz-6.1.0-1" "$mnt/initrd.img-6.1.0-1"
 umount "$mnt"
-ext_used() { dumpe2fs -h "$1" 2>/dev/null | awk -F: '/^Block count/ {c=$2} /^Free blocks/ {f=$2} /^Block size/ {b=$2} END {print (c-f)*b}'; }
+ext_used() { fresh "$1"; dumpe2fs -h "$1" 2>/dev/null | awk -F: '/^Block count/ {c=$2} /^Free blocks/ {f=$2} /^Block size/ {b=$2} END {print (c-f)*b}'; }
 echo "boot $(ext_used "$l")" >>"$img.used"
 unloop "$l"
 
 # LVM: a VG seen only through this script's own loop device.
-pv=$(loop "$pv_off" "$pv_size")
+loop "$pv_off" "$pv_size"; pv=$L
 C="devices{filter=[\"a|^$pv\$|\",\"r|.*|\"] global_filter=[\"a|^$pv\$|\",\"r|.*|\"] use_devicesfile=0 obtain_device_list_from_udev=0} global{activation=0 use_lvmetad=0} activation{udev_sync=0 udev_rules=0 monitoring=0} backup{backup=0 archive=0}"
 lvm() { local c=$1; shift; "$c" --config "$C" "$@" 2>/dev/null; }
 lvm pvcreate -q -y -ff "$pv" >/dev/null
@@ -103,23 +119,24 @@ done
 unloop "$pv"
 lv_loop() { loop "${lv_off[$1]}" "${lv_size[$1]}"; }
 
-l=$(lv_loop swap_1)
+lv_loop swap_1; l=$L
 mkswap -q -L swap "$l"
 echo "swap 4096" >>"$img.used"   # with --zero-swap only the header page is kept
 unloop "$l"
 
-l=$(lv_loop home)
+lv_loop home; l=$L
 mkfs.xfs -q -f -K -L home "$l"
 mount "$l" "$mnt"
 files "$mnt/user/photos" 8 8 img-
 files "$mnt/user/tmp" 8 10 cache-
 rm -rf "$mnt/user/tmp"
 umount "$mnt"
+fresh "$l"
 xfs_used=$(xfs_db -r -c 'sb 0' -c 'print blocksize dblocks fdblocks' "$l" | awk '{v[$1]=$3} END {print (v["dblocks"]-v["fdblocks"])*v["blocksize"]}')
 echo "home $xfs_used" >>"$img.used"
 unloop "$l"
 
-l=$(lv_loop root)
+lv_loop root; l=$L
 mkfs.ext4 -q -F -E nodiscard -L root "$l"
 mount "$l" "$mnt"
 files "$mnt/usr/lib" 16 8 lib-

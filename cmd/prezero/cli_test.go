@@ -542,9 +542,14 @@ func TestReadmeSetup(t *testing.T) {
 	readme := string(readFile(t, "../../README.md"))
 	ci := string(readFile(t, "../../.ci/run"))
 	var setup string
-	for _, l := range strings.Split(readme, "\n") {
+	lines := strings.Split(readme, "\n")
+	for i, l := range lines {
 		if strings.Contains(l, "apt-get install") {
 			setup = l
+			for strings.HasSuffix(setup, "\\") && i+1 < len(lines) { // continued
+				i++
+				setup = strings.TrimSuffix(setup, "\\") + " " + strings.TrimSpace(lines[i])
+			}
 			break
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/prezero/prezero/extfsmap"
+	"github.com/prezero/prezero/internal/bytesize"
 	"github.com/prezero/prezero/internal/source"
 )
 
@@ -42,7 +43,7 @@ func (o *sourceFlags) AddFlags(f *pflag.FlagSet) {
 }
 
 func (o *sourceFlags) options() source.Options {
-	return source.Options{ForceDirty: o.forceDirty, ZeroSwap: o.zeroSwap, ForceShare: o.forceShare, CrossCheck: crossCheckOption()}
+	return source.Options{ForceDirty: o.forceDirty, ZeroSwap: o.zeroSwap, ForceShare: o.forceShare, CrossCheck: crossCheckOption(), NBDTimeout: nbdTimeout}
 }
 
 func init() {
@@ -70,6 +71,7 @@ type mapJSON struct {
 	Source     string     `json:"source"`
 	Format     string     `json:"format,omitempty"`           // qcow2, ... or nbd; absent for raw
 	KnownZero  *int64     `json:"known_zero_bytes,omitempty"` // NBD sources with block status
+	InPlace    *int64     `json:"in_place_bytes,omitempty"`   // a qcow2's data read from the image file itself
 	Size       int64      `json:"size"`
 	Scheme     string     `json:"scheme"`
 	SectorSize int        `json:"sector_size,omitempty"`
@@ -142,6 +144,9 @@ func buildMapJSON(src *source.Source) mapJSON {
 		n := src.KnownZero.FreeBytes()
 		m.KnownZero = &n
 	}
+	if _, placed := src.ReadInPlace(); placed > 0 {
+		m.InPlace = &placed
+	}
 	for _, p := range src.Parts {
 		pj := partToJSON(p)
 		for _, lv := range p.Volumes {
@@ -169,7 +174,7 @@ func partToJSON(p *source.Part) partJSON {
 }
 
 func printMap(w io.Writer, m mapJSON) {
-	fmt.Fprintf(w, "%s: %s, partition table: %s", m.Source, human(m.Size), m.Scheme)
+	fmt.Fprintf(w, "%s: %s, partition table: %s", m.Source, bytesize.Human(m.Size), m.Scheme)
 	if m.SectorSize > 0 {
 		fmt.Fprintf(w, " (%d-byte sectors)", m.SectorSize)
 	}
@@ -177,9 +182,12 @@ func printMap(w io.Writer, m mapJSON) {
 	if m.Format != "" {
 		known := "the server gives no allocation information"
 		if m.KnownZero != nil {
-			known = fmt.Sprintf("%s reported as zeros (unallocated), not read", human(*m.KnownZero))
+			known = fmt.Sprintf("%s reported as zeros (unallocated), not read", bytesize.Human(*m.KnownZero))
 		}
 		via := "a " + m.Format + " image read through qemu-nbd"
+		if m.InPlace != nil {
+			via += fmt.Sprintf(" (%s of its data read in place from the image file)", bytesize.Human(*m.InPlace))
+		}
 		if m.Format == "nbd" {
 			via = "an NBD export"
 		}
@@ -202,8 +210,8 @@ func printMap(w io.Writer, m mapJSON) {
 		if p.BlockSize > 0 {
 			bs = fmt.Sprint(p.BlockSize)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", label, p.Start, human(p.Size), typ, fs, bs,
-			human(p.Used), human(p.Zeroable), p.Status)
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", label, p.Start, bytesize.Human(p.Size), typ, fs, bs,
+			bytesize.Human(p.Used), bytesize.Human(p.Zeroable), p.Status)
 	}
 	for _, p := range m.Partitions {
 		row(fmt.Sprint(p.Number), p)
@@ -227,7 +235,7 @@ func printMap(w io.Writer, m mapJSON) {
 		pct = 100 * float64(m.Zeroable) / float64(m.Size)
 	}
 	fmt.Fprintf(w, "total: %s, served from source %s, zeroed %s (%.1f%% saving before compression)\n",
-		human(m.Size), human(m.Used), human(m.Zeroable), pct)
+		bytesize.Human(m.Size), bytesize.Human(m.Used), bytesize.Human(m.Zeroable), pct)
 	var passed []string
 	files := 0
 	for _, p := range m.Partitions {
@@ -258,18 +266,4 @@ func passThroughReasons(src *source.Source) []string {
 		rs = append(rs, "its partitions have no free blocks")
 	}
 	return rs
-}
-
-// human formats a byte count with binary units.
-func human(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%dB", n)
-	}
-	div, exp := int64(unit), 0
-	for v := n / unit; v >= unit; v /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f%ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

@@ -208,25 +208,25 @@ func restoreFailed(ctx context.Context, err error, opts restoreOptions) error {
 func printRestoreSummary(w io.Writer, s restore.Summary) {
 	rate := ""
 	if s.Seconds > 0 {
-		rate = fmt.Sprintf(" (%s/s)", human(int64(float64(s.Covered)/s.Seconds)))
+		rate = fmt.Sprintf(" (%s/s)", bytesize.Human(int64(float64(s.Covered)/s.Seconds)))
 	}
-	fmt.Fprintf(w, "restored %s to %s (%s) in %.1fs%s\n", human(s.Covered), s.Target, s.Kind, s.Seconds, rate)
-	fmt.Fprintf(w, "  bytes in:          %d (%s)\n", s.StreamBytes, human(s.StreamBytes))
-	fmt.Fprintf(w, "  bytes written:     %d (%s", s.Written, human(s.Written))
+	fmt.Fprintf(w, "restored %s to %s (%s) in %.1fs%s\n", bytesize.Human(s.Covered), s.Target, s.Kind, s.Seconds, rate)
+	fmt.Fprintf(w, "  bytes in:          %d (%s)\n", s.StreamBytes, bytesize.Human(s.StreamBytes))
+	fmt.Fprintf(w, "  bytes written:     %d (%s", s.Written, bytesize.Human(s.Written))
 	if s.MergedZeros > 0 {
-		fmt.Fprintf(w, ", of which %s short zero runs written with their neighbours", human(s.MergedZeros))
+		fmt.Fprintf(w, ", of which %s short zero runs written with their neighbours", bytesize.Human(s.MergedZeros))
 	}
 	fmt.Fprintln(w, ")")
-	fmt.Fprintf(w, "  zeroed by ioctl:   %d (%s, BLKZEROOUT or fallocate ZERO_RANGE)\n", s.Zeroed, human(s.Zeroed))
+	fmt.Fprintf(w, "  zeroed by ioctl:   %d (%s, BLKZEROOUT or fallocate ZERO_RANGE)\n", s.Zeroed, bytesize.Human(s.Zeroed))
 	if s.ZerosWritten > 0 {
-		fmt.Fprintf(w, "  zeros written:     %d (%s)\n", s.ZerosWritten, human(s.ZerosWritten))
+		fmt.Fprintf(w, "  zeros written:     %d (%s)\n", s.ZerosWritten, bytesize.Human(s.ZerosWritten))
 	}
-	fmt.Fprintf(w, "  holes:             %d (%s)\n", s.Holes, human(s.Holes))
+	fmt.Fprintf(w, "  holes:             %d (%s)\n", s.Holes, bytesize.Human(s.Holes))
 	if s.Skipped > 0 {
-		fmt.Fprintf(w, "  skipped:           %d (%s, --assume-zeroed)\n", s.Skipped, human(s.Skipped))
+		fmt.Fprintf(w, "  skipped:           %d (%s, --assume-zeroed)\n", s.Skipped, bytesize.Human(s.Skipped))
 	}
 	if s.Untouched > 0 {
-		fmt.Fprintf(w, "  left untouched:    %d (%s) after the stream's end; the device is larger than the stream\n", s.Untouched, human(s.Untouched))
+		fmt.Fprintf(w, "  left untouched:    %d (%s) after the stream's end; the device is larger than the stream\n", s.Untouched, bytesize.Human(s.Untouched))
 	}
 }
 

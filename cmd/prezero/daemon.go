@@ -168,6 +168,19 @@ func childArgs(o mountOptions, src, dir string) []string {
 	if o.logFile != "" {
 		args = append(args, "--log-file", absPath(o.logFile))
 	}
+	// The flags every SOURCE command shares live in package variables.
+	if crossCheck {
+		args = append(args, "--crosscheck")
+	}
+	if noCrossCheck {
+		args = append(args, "--no-crosscheck")
+	}
+	if mapMemory != defaultMapMemory {
+		args = append(args, "--max-map-memory", mapMemory.String())
+	}
+	if nbdTimeout != source.DefaultNBDTimeout {
+		args = append(args, "--nbd-timeout", nbdTimeout.String())
+	}
 	return append(args, "--", absPath(src), absPath(dir))
 }
 

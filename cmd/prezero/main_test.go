@@ -2,10 +2,14 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 )
 
@@ -66,10 +70,49 @@ func runPrezeroEnv(t testing.TB, env []string, args ...string) (stdout, stderr [
 	return o.Bytes(), e.Bytes(), 0
 }
 
+// TestMain runs the suite with TMPDIR in a directory of its own, so that
+// every file the tests and the prezero they run make is under it; after
+// the suite, no qemu-nbd may still serve any of them (issue 13: "no stray
+// process after the suite").
 func TestMain(m *testing.M) {
+	suite, err := os.MkdirTemp("", "prezero-suite-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	os.Setenv("TMPDIR", suite)
 	code := m.Run()
+	if pids := strayQemuNbd(suite); len(pids) > 0 {
+		fmt.Fprintf(os.Stderr, "FAIL: qemu-nbd processes left after the suite: %v (killed now)\n", pids)
+		for _, pid := range pids {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+		code = 1
+	}
 	if binDir != "" {
 		os.RemoveAll(binDir)
 	}
+	os.RemoveAll(suite)
 	os.Exit(code)
+}
+
+// strayQemuNbd returns the qemu-nbd processes with an argument under dir.
+func strayQemuNbd(dir string) []int {
+	var pids []int
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		comm, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "comm"))
+		if strings.TrimSpace(string(comm)) != "qemu-nbd" {
+			continue
+		}
+		cmdline, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if bytes.Contains(cmdline, []byte(dir+"/")) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }

@@ -2,8 +2,10 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -19,6 +21,7 @@ import (
 
 	"github.com/prezero/prezero/freemap"
 	"github.com/prezero/prezero/internal/imgtest"
+	"github.com/prezero/prezero/internal/nbd"
 	"github.com/prezero/prezero/internal/source"
 )
 
@@ -149,7 +152,7 @@ func mapOf(t *testing.T, img string, args ...string) (mapJSON, string) {
 }
 
 func normalMap(m mapJSON) string {
-	m.Source, m.Format, m.KnownZero = "", "", nil
+	m.Source, m.Format, m.KnownZero, m.InPlace = "", "", nil, nil
 	b, _ := json.Marshal(m)
 	return string(b)
 }
@@ -205,7 +208,8 @@ func TestImageFormats(t *testing.T) {
 	}
 	// The text map says how the image is read.
 	out, _, _ := pz(t, nil, "map", f.variants["qcow2"])
-	if !strings.Contains(out, "qcow2 image read through qemu-nbd") || !strings.Contains(out, "reported as zeros") {
+	if !strings.Contains(out, "qcow2 image read through qemu-nbd") || !strings.Contains(out, "reported as zeros") ||
+		!strings.Contains(out, "read in place from the image file") {
 		t.Fatalf("map output:\n%s", out)
 	}
 }
@@ -287,21 +291,28 @@ func TestImageLocked(t *testing.T) {
 	f := images(t)
 	img := filepath.Join(t.TempDir(), "vm.qcow2")
 	imgtest.CopyFile(t, img, f.variants["qcow2"])
-	vm := exec.Command("qemu-nbd", "--persistent", "--socket="+filepath.Join(t.TempDir(), "vm.sock"), "--format=qcow2", img)
+	sock := filepath.Join(t.TempDir(), "vm.sock")
+	vm := exec.Command("qemu-nbd", "--persistent", "--socket="+sock, "--format=qcow2", img)
 	var vmErr bytes.Buffer
 	vm.Stderr = &vmErr
 	if err := vm.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { vm.Process.Kill(); vm.Wait() })
+	// It holds the lock once it serves. (Polling qemu-img info instead
+	// races with the writer for the lock: the writer could fail.)
 	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		out, err := imgtest.Output("qemu-img", "info", img)
-		if err != nil && strings.Contains(out, "lock") {
+		c, err := nbd.Dial(context.Background(), nbd.Address{Network: "unix", Addr: sock, URI: sock}, 10*time.Second)
+		if err == nil {
+			c.Close()
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the writer did not lock the image: qemu-img info says %q; the writer: %s", out, vmErr.String())
+			t.Fatalf("the writer does not serve: %v; the writer: %s", err, vmErr.String())
 		}
+	}
+	if out, err := imgtest.Output("qemu-img", "info", img); err == nil || !strings.Contains(out, "lock") {
+		t.Fatalf("the writer does not hold the image's lock: qemu-img info says %q", out)
 	}
 	_, stderr, code := pz(t, nil, "cat", img)
 	if code != 2 || !strings.Contains(stderr, "snapshot") || !strings.Contains(stderr, "lock") {
@@ -476,5 +487,161 @@ func TestImageServerStopped(t *testing.T) {
 		if sig == syscall.SIGINT && cmd.ProcessState.ExitCode() != 130 {
 			t.Fatalf("Ctrl-C: exit %d\n%s", cmd.ProcessState.ExitCode(), stderr.String())
 		}
+	}
+}
+
+// TestImageServerStalled: a qemu-nbd that stops answering mid-read
+// (SIGSTOP) makes cat fail after --nbd-timeout, naming the image, and
+// prezero still stops it.
+func TestImageServerStalled(t *testing.T) {
+	f := images(t)
+	// A vmdk: all its data comes through qemu-nbd (a qcow2's is read in
+	// place where qemu maps it).
+	img := filepath.Join(t.TempDir(), "stall.vmdk")
+	imgtest.CopyFile(t, img, f.variants["vmdk"])
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	cmd := exec.Command(prezeroBin(t), "cat", "--nbd-timeout", "2s", img)
+	cmd.Stdout = w
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	eventually(t, "qemu-nbd to start", func() bool { return len(qemuNbdFor(img)) == 1 })
+	pid := qemuNbdFor(img)[0]
+	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGCONT); cmd.Process.Kill(); cmd.Wait() })
+	if _, err := io.ReadFull(r, make([]byte, 1<<16)); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	go io.Copy(io.Discard, r)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(60 * time.Second):
+		t.Fatalf("prezero cat still waits %v after qemu-nbd stopped answering\n%s", time.Since(start), stderr.String())
+	}
+	took := time.Since(start)
+	if code := cmd.ProcessState.ExitCode(); code != 2 {
+		t.Fatalf("exit %d after a stalled qemu-nbd\n%s", code, stderr.String())
+	}
+	for _, want := range []string{"qemu-nbd serving " + img, "stopped answering", "2s"} {
+		if !strings.Contains(stderr.String(), want) {
+			t.Fatalf("stderr lacks %q:\n%s", want, stderr.String())
+		}
+	}
+	if took < 2*time.Second {
+		t.Fatalf("gave up after %v, before the 2 s timeout", took)
+	}
+	t.Logf("gave up after %v: %s", took.Round(time.Millisecond), stderr.String())
+	noQemuNbd(t, img)
+
+	_, errOut, code := pz(t, nil, "map", "--nbd-timeout", "0", img)
+	if code != 2 || !strings.Contains(errOut, "--nbd-timeout must be positive") {
+		t.Fatalf("--nbd-timeout 0: exit %d\n%s", code, errOut)
+	}
+}
+
+// TestImageOnBlockDevice: a qcow2 on a block device (as an LV of a block
+// storage domain) is read through qemu as a qcow2 file is, read-only.
+func TestImageOnBlockDevice(t *testing.T) {
+	f := images(t)
+	img := filepath.Join(t.TempDir(), "lv.qcow2")
+	imgtest.CopyFile(t, img, f.variants["qcow2"])
+	// A loop device ends at a whole sector; qcow2 tolerates the padding.
+	fi, err := os.Stat(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(img, (fi.Size()+1<<16-1)&^(1<<16-1)); err != nil {
+		t.Fatal(err)
+	}
+	dev, _ := imgtest.Loop(t, img, 0, 0, true)
+	rawMap, _ := mapOf(t, f.raw)
+	m, text := mapOf(t, dev)
+	if m.Format != "qcow2" || normalMap(m) != normalMap(rawMap) {
+		t.Fatalf("map of a qcow2 on %s:\n%s", dev, text)
+	}
+	got := readFile(t, catFileArgs(t, "cat", dev))
+	if i := firstDiff(got, readFile(t, catFile(t, f.raw, "disk"))); i >= 0 {
+		t.Fatalf("cat %s differs from the raw image's at byte %d", dev, i)
+	}
+	noQemuNbd(t, dev)
+	// --force-share opens the device with qemu's host_device driver.
+	got = readFile(t, catFileArgs(t, "cat", "--force", "--force-share", dev))
+	if i := firstDiff(got, readFile(t, catFile(t, f.raw, "disk"))); i >= 0 {
+		t.Fatalf("cat --force --force-share %s differs at byte %d", dev, i)
+	}
+	noQemuNbd(t, dev)
+}
+
+// TestImageMountStalled: the mount server gets --nbd-timeout too; a read
+// from a stalled qemu-nbd fails with EIO instead of hanging, and umount
+// still stops qemu-nbd.
+func TestImageMountStalled(t *testing.T) {
+	f := images(t)
+	imgtest.Need(t, "fusermount3")
+	img := filepath.Join(t.TempDir(), "stall.vmdk")
+	imgtest.CopyFile(t, img, f.variants["vmdk"])
+	dir := t.TempDir()
+	mountBG(t, img, dir, "--nbd-timeout", "2s")
+	pids := qemuNbdFor(img)
+	if len(pids) != 1 {
+		t.Fatalf("qemu-nbd processes for the mount: %v", pids)
+	}
+	t.Cleanup(func() { syscall.Kill(pids[0], syscall.SIGCONT) })
+	if err := syscall.Kill(pids[0], syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	disk, err := os.Open(filepath.Join(dir, "disk.img"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer disk.Close()
+	start := time.Now()
+	done := make(chan error, 1)
+	go func() {
+		_, err := disk.ReadAt(make([]byte, 1<<20), imNTFS)
+		done <- err
+	}()
+	select {
+	case err = <-done:
+	case <-time.After(60 * time.Second):
+		t.Fatal("a read from the mount still waits 60 s after qemu-nbd stopped answering")
+	}
+	if !errors.Is(err, syscall.EIO) || time.Since(start) < 2*time.Second {
+		t.Fatalf("read after %v: %v, want EIO after the 2 s timeout", time.Since(start), err)
+	}
+	disk.Close()
+	pz(t, nil, "umount", dir)
+	noQemuNbd(t, img)
+}
+
+// TestImageColonName: a relative image name with a colon ("file:disk.qcow2")
+// is the file itself to qemu too, not a protocol, with its data read in place.
+func TestImageColonName(t *testing.T) {
+	f := images(t)
+	dir := t.TempDir()
+	imgtest.CopyFile(t, filepath.Join(dir, "file:disk.qcow2"), f.variants["qcow2"])
+	// What qemu would open instead: other bytes in partition 3 and the tail.
+	imgtest.CopyFile(t, filepath.Join(dir, "disk.qcow2"), filepath.Join(f.dir, "base.qcow2"))
+	cmd := exec.Command(prezeroBin(t), "cat", "file:disk.qcow2")
+	cmd.Dir = dir
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("prezero cat file:disk.qcow2: %v\n%s", err, stderr.String())
+	}
+	if i := firstDiff(stdout.Bytes(), readFile(t, catFile(t, f.raw, "disk"))); i >= 0 {
+		t.Fatalf("cat file:disk.qcow2 differs from the raw image's at byte %d", i)
 	}
 }

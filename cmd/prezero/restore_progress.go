@@ -8,6 +8,7 @@ import (
 
 	"golang.org/x/term"
 
+	"github.com/prezero/prezero/internal/bytesize"
 	"github.com/prezero/prezero/internal/restore"
 )
 
@@ -34,12 +35,12 @@ func startRestoreProgress(w *restore.Writer, total int64) (stop func()) {
 			case <-tick.C:
 			}
 			pos := w.Pos()
-			line := human(pos)
+			line := bytesize.Human(pos)
 			if total > 0 {
-				line += fmt.Sprintf(" / %s (%.0f%%)", human(total), 100*float64(pos)/float64(total))
+				line += fmt.Sprintf(" / %s (%.0f%%)", bytesize.Human(total), 100*float64(pos)/float64(total))
 			}
 			if s := time.Since(start).Seconds(); s > 0 {
-				line += fmt.Sprintf("  %s/s", human(int64(float64(pos)/s)))
+				line += fmt.Sprintf("  %s/s", bytesize.Human(int64(float64(pos)/s)))
 			}
 			fmt.Fprintf(os.Stderr, "\r\033[Krestoring %s", line)
 		}

@@ -51,6 +51,21 @@ func Format(n int64) string {
 	return strconv.FormatInt(n, 10)
 }
 
+// Human writes n for people, rounded to one decimal with binary units:
+// "512B", "1.5KiB", "3.9GiB". Map, restore and notes all print sizes so.
+func Human(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%dB", n)
+	}
+	div, exp := int64(unit), 0
+	for v := n / unit; v >= unit; v /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f%ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
 // Value is a byte count flag (a pflag.Value and a flag.Value). Unset is -1
 // if the flag has no default: see Set.
 type Value int64

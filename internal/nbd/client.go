@@ -23,14 +23,24 @@ const (
 	InFlight    = 32
 )
 
-// HandshakeTimeout bounds the handshake with a server that does not answer.
-const HandshakeTimeout = 30 * time.Second
+// DefaultTimeout is how long a server may stay silent, in the handshake or
+// while requests wait for replies, before the client gives up on it
+// (ErrStalled): an NBD server that stops answering must not hang prezero.
+const DefaultTimeout = 60 * time.Second
+
+// ErrStalled is wrapped by the error of every request of a connection the
+// client gave up on because the server sent nothing for its timeout while
+// requests waited.
+var ErrStalled = errors.New("the NBD server stopped answering")
 
 // Client is a read-only connection to one NBD export. ReadAt and
 // ZeroExtents are safe for concurrent use.
 type Client struct {
 	conn       net.Conn
 	br         *bufio.Reader
+	name       string        // the server, as errors name it
+	timeout    time.Duration // silence allowed while requests wait; <= 0: none
+	progress   atomic.Int64  // bytes read from conn, for the stall watchdog
 	size       int64
 	structured bool
 	metaID     uint32
@@ -64,14 +74,16 @@ type request struct {
 	done   chan struct{}
 }
 
-// Dial connects to the export named by a and negotiates it.
-func Dial(ctx context.Context, a Address) (*Client, error) {
-	var d net.Dialer
+// Dial connects to the export named by a and negotiates it. timeout is
+// how long the server may stay silent (see NewClient); it bounds the
+// connection attempt too.
+func Dial(ctx context.Context, a Address, timeout time.Duration) (*Client, error) {
+	d := net.Dialer{Timeout: max(timeout, 0)}
 	conn, err := d.DialContext(ctx, a.Network, a.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("connecting to the NBD server %s: %w", a, err)
 	}
-	c, err := NewClient(conn, a.Export)
+	c, err := NewClient(conn, a.Export, a.URI, timeout)
 	if err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("%s: %w", a, err)
@@ -80,24 +92,79 @@ func Dial(ctx context.Context, a Address) (*Client, error) {
 }
 
 // NewClient negotiates export on conn (fixed newstyle) and starts the
-// transmission phase. On error the caller closes conn.
-func NewClient(conn net.Conn, export string) (*Client, error) {
+// transmission phase. name is how errors name the server. If the server
+// sends nothing for timeout during the handshake, or while requests wait
+// for replies, the client gives up: the connection fails with ErrStalled
+// (timeout <= 0: wait forever). On error the caller closes conn.
+func NewClient(conn net.Conn, export, name string, timeout time.Duration) (*Client, error) {
 	c := &Client{
 		conn:     conn,
-		br:       bufio.NewReaderSize(conn, 64<<10),
+		name:     name,
+		timeout:  timeout,
 		pending:  map[uint64]*request{},
 		minBlock: 1,
 		maxReq:   RequestSize,
 		slots:    make(chan struct{}, InFlight),
 		readerD:  make(chan struct{}),
 	}
-	conn.SetDeadline(time.Now().Add(HandshakeTimeout))
+	c.br = bufio.NewReaderSize(progressReader{conn, &c.progress}, 64<<10)
+	if timeout > 0 {
+		conn.SetDeadline(time.Now().Add(timeout))
+	}
 	if err := c.handshake(export); err != nil {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			err = fmt.Errorf("%w: %s sent nothing for %v during the handshake", ErrStalled, name, timeout)
+		}
 		return nil, err
 	}
 	conn.SetDeadline(time.Time{})
 	go c.readReplies()
+	if timeout > 0 {
+		go c.watch()
+	}
 	return c, nil
+}
+
+// progressReader counts the bytes read from the connection.
+type progressReader struct {
+	r io.Reader
+	n *atomic.Int64
+}
+
+func (p progressReader) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	p.n.Add(int64(n))
+	return n, err
+}
+
+// watch fails the connection once requests have waited for timeout
+// without a byte from the server. It checks a few times per timeout and
+// costs the read path one atomic add.
+func (c *Client) watch() {
+	t := time.NewTicker(max(c.timeout/8, time.Millisecond))
+	defer t.Stop()
+	last, since := c.progress.Load(), time.Now()
+	for {
+		select {
+		case <-c.readerD:
+			return
+		case now := <-t.C:
+			p := c.progress.Load()
+			c.mu.Lock()
+			waiting := len(c.pending)
+			c.mu.Unlock()
+			if p != last || waiting == 0 {
+				last, since = p, now
+				continue
+			}
+			if now.Sub(since) >= c.timeout {
+				c.fail(fmt.Errorf("%w: %s sent nothing for %v while %d requests waited; giving up (is the server overloaded or hung?)",
+					ErrStalled, c.name, c.timeout, waiting))
+				return
+			}
+		}
+	}
 }
 
 // Size returns the export's size in bytes.
@@ -704,6 +771,13 @@ func (c *Client) ZeroExtents(ctx context.Context, fn func(off, n int64)) error {
 		}
 	}
 	return nil
+}
+
+// failure returns the error that ended the connection, or nil.
+func (c *Client) failure() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
 }
 
 // Close ends the session (NBD_CMD_DISC) and closes the connection.

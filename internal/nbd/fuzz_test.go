@@ -15,7 +15,17 @@ const fuzzSize = 1 << 20
 // structured replies and base:allocation (context id 1) for a 1 MiB
 // export, then replies, whatever they are, then it hangs up. Requests are
 // read and dropped.
-func fakeServer(conn net.Conn, replies []byte) {
+func fakeServer(conn net.Conn, replies []byte) { fakeServerOpts(conn, replies, fakeOpts{}) }
+
+// fakeOpts make fakeServer slow: pace sends the replies in 30-byte pieces
+// that far apart; stall keeps the connection open, silent, after them
+// until the client hangs up.
+type fakeOpts struct {
+	pace  time.Duration
+	stall bool
+}
+
+func fakeServerOpts(conn net.Conn, replies []byte, o fakeOpts) {
 	defer conn.Close()
 	w := func(b ...[]byte) {
 		for _, p := range b {
@@ -65,7 +75,16 @@ func fakeServer(conn net.Conn, replies []byte) {
 			if _, err := io.ReadFull(conn, req[:]); err != nil {
 				return
 			}
-			go io.Copy(io.Discard, conn)
+			if o.stall {
+				defer io.Copy(io.Discard, conn)
+			} else {
+				go io.Copy(io.Discard, conn)
+			}
+			for o.pace > 0 && len(replies) > 30 {
+				w(replies[:30])
+				replies = replies[30:]
+				time.Sleep(o.pace)
+			}
 			w(replies)
 			return
 		default:
@@ -125,7 +144,7 @@ func FuzzReplies(f *testing.F) {
 		}
 		a, b := net.Pipe()
 		go fakeServer(b, in[1:])
-		c, err := NewClient(a, "")
+		c, err := NewClient(a, "", "fake", 5*time.Second)
 		if err != nil {
 			t.Fatalf("handshake: %v", err)
 		}
@@ -161,7 +180,7 @@ func TestFuzzSeedsParse(t *testing.T) {
 	// The well-formed seed must read as the data it describes.
 	a, b := net.Pipe()
 	go fakeServer(b, fuzzSeeds()[2][1:])
-	c, err := NewClient(a, "")
+	c, err := NewClient(a, "", "fake", time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,7 +194,7 @@ func TestFuzzSeedsParse(t *testing.T) {
 	}
 	a, b = net.Pipe()
 	go fakeServer(b, fuzzSeeds()[0][1:])
-	c, err = NewClient(a, "")
+	c, err = NewClient(a, "", "fake", 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -77,7 +77,7 @@ func checkAll(t *testing.T, c *Client, want []byte) {
 	if n, err := c.ReadAt(p, int64(len(want))); n != 0 || err != io.EOF {
 		t.Fatalf("ReadAt at the end = %d, %v", n, err)
 	}
-	if err := iotest.TestReader(io.NewSectionReader(c, 12345, 20000), want[12345:12345+20000]); err != nil {
+	if err := iotest.TestReader(io.NewSectionReader(c, 12345, 3000), want[12345:12345+3000]); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -186,15 +186,12 @@ func TestQemuErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { vm.Process.Kill(); vm.Wait() })
-	// Wait until it holds the lock: qemu-img info then fails.
-	for deadline := time.Now().Add(60 * time.Second); ; {
-		if out, err := imgtest.Output("qemu-img", "info", good); err != nil && strings.Contains(out, "lock") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the writer did not lock the image: %s", vmErr.String())
-		}
-		time.Sleep(20 * time.Millisecond)
+	// Wait until it holds the lock: it serves once it has opened the
+	// image. (Probing with qemu-img info would race with the writer for
+	// the lock and could make the writer fail.)
+	waitServing(t, filepath.Join(dir, "vm.sock"), &vmErr)
+	if out, err := imgtest.Output("qemu-img", "info", good); err == nil || !strings.Contains(out, "lock") {
+		t.Fatalf("the writer does not hold the image's lock: qemu-img info says %q", out)
 	}
 	_, err = StartQemu(context.Background(), good, QemuOptions{Format: "qcow2"})
 	if !errors.Is(err, ErrLocked) || !strings.Contains(err.Error(), "snapshot") {
@@ -231,7 +228,7 @@ func TestNbdkit(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			c, err := Dial(context.Background(), a)
+			c, err := Dial(context.Background(), a, DefaultTimeout)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -240,7 +237,7 @@ func TestNbdkit(t *testing.T) {
 		})
 	}
 	a, _ := ParseURI("nbd+unix:///?socket=" + mem)
-	c, err := Dial(context.Background(), a)
+	c, err := Dial(context.Background(), a, DefaultTimeout)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -328,5 +325,20 @@ func writeFile(t testing.TB, name string, b []byte) {
 	t.Helper()
 	if err := os.WriteFile(name, b, 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// waitServing waits until the qemu-nbd on sock completes a handshake,
+// which it does once it has opened (and locked) its image.
+func waitServing(t *testing.T, sock string, stderr *bytes.Buffer) {
+	t.Helper()
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if c, err := Dial(context.Background(), Address{Network: "unix", Addr: sock, URI: sock}, 10*time.Second); err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("qemu-nbd on %s does not serve: %s", sock, stderr.String())
+		}
 	}
 }

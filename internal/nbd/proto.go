@@ -16,7 +16,9 @@
 // before it is checked against the request it answers; every violation is
 // an error, never a panic or an unbounded allocation. Only NBD_STATE_ZERO
 // means "reads as zeros": a hole without it is unknown, so it is read. The
-// client never sends a write.
+// client never sends a write. Never a hang: a server that sends nothing for
+// the client's timeout, in the handshake or while requests wait, fails the
+// connection with ErrStalled, naming the server.
 package nbd
 
 import (

@@ -18,8 +18,10 @@ import (
 
 // QemuOptions say how StartQemu opens an image.
 type QemuOptions struct {
-	Format     string // qemu's format name: qcow2, vmdk, vhdx, ...
-	ForceShare bool   // qemu-nbd --force-share: read an image a VM has open (unsafe)
+	Format     string        // qemu's format name: qcow2, vmdk, vhdx, ...
+	ForceShare bool          // qemu-nbd --force-share: read an image a VM has open (unsafe)
+	Device     bool          // image is a block device (an LV holding a qcow2)
+	Timeout    time.Duration // how long qemu-nbd may stay silent (NewClient)
 }
 
 // ErrLocked is wrapped by the error of StartQemu when qemu-nbd cannot lock
@@ -56,14 +58,19 @@ func StartQemu(ctx context.Context, image string, o QemuOptions) (*Qemu, error) 
 		return nil, err
 	}
 	sock := filepath.Join(dir, "nbd.sock")
+	file := QemuFilename(image)
 	args := []string{"--read-only", "--socket=" + sock, "--shared=1"}
 	if o.ForceShare {
 		// qemu-nbd has no --force-share: turn the image file's locking off.
-		opts := "driver=" + o.Format + ",file.driver=file,file.locking=off,file.filename=" +
-			strings.ReplaceAll(image, ",", ",,")
+		proto := "file"
+		if o.Device {
+			proto = "host_device"
+		}
+		opts := "driver=" + o.Format + ",file.driver=" + proto + ",file.locking=off,file.filename=" +
+			strings.ReplaceAll(file, ",", ",,")
 		args = append(args, "--image-opts", "--", opts)
 	} else {
-		args = append(args, "--format="+o.Format, "--", image)
+		args = append(args, "--format="+o.Format, "--", file)
 	}
 	q := &Qemu{Path: image, dir: dir, exited: make(chan struct{}), stderr: &capBuffer{max: 16 << 10}}
 	q.cmd = exec.Command("qemu-nbd", args...)
@@ -103,7 +110,7 @@ func StartQemu(ctx context.Context, image string, o QemuOptions) (*Qemu, error) 
 	// socket, so nobody else can connect and nothing is left behind, even
 	// if prezero is killed.
 	os.RemoveAll(dir)
-	q.Client, err = NewClient(conn, "")
+	q.Client, err = NewClient(conn, "", "qemu-nbd serving "+image, o.Timeout)
 	if err != nil {
 		conn.Close()
 		// qemu-nbd listens before it opens the image: if it failed,
@@ -118,6 +125,19 @@ func StartQemu(ctx context.Context, image string, o QemuOptions) (*Qemu, error) 
 		return nil, fmt.Errorf("qemu-nbd serving %s: %w", image, err)
 	}
 	return q, nil
+}
+
+// QemuFilename returns path as qemu must be given it to open that very
+// file: qemu takes "PROTOCOL:..." (a colon before any slash) as a protocol
+// such as nbd: or http:, so a relative path is made absolute.
+func QemuFilename(path string) string {
+	if filepath.IsAbs(path) {
+		return path
+	}
+	if abs, err := filepath.Abs(path); err == nil {
+		return abs
+	}
+	return "./" + path
 }
 
 // dial connects to the socket once qemu-nbd listens on it, or returns
@@ -174,10 +194,13 @@ func (q *Qemu) Pid() int { return q.cmd.Process.Pid }
 // client leaves; if not within a few seconds it is killed.
 func (q *Qemu) Close() error {
 	var err error
+	graceful := true
 	if q.Client != nil {
+		// A server the client gave up on gets no grace.
+		graceful = !errors.Is(q.Client.failure(), ErrStalled)
 		err = q.Client.Close()
 	}
-	q.stop(true)
+	q.stop(graceful)
 	return err
 }
 
@@ -193,6 +216,7 @@ func (q *Qemu) stop(graceful bool) {
 		case <-q.exited:
 		case <-time.After(grace):
 			q.cmd.Process.Signal(syscall.SIGTERM)
+			q.cmd.Process.Signal(syscall.SIGCONT) // a stopped one, too
 			select {
 			case <-q.exited:
 			case <-time.After(3 * time.Second):

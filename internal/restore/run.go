@@ -7,6 +7,8 @@ import (
 	"io"
 	"os"
 	"time"
+
+	"github.com/prezero/prezero/internal/bytesize"
 )
 
 // Source is where a restore's stream comes from.
@@ -138,7 +140,7 @@ func Run(ctx context.Context, src Source, target string, opts RunOptions) (Summa
 				ErrUnknownLength, src.Name, target)
 		case size > t.Size:
 			return Summary{}, fmt.Errorf("%w: %s needs %d bytes (%s), %s holds %d (%s); nothing was written",
-				ErrTooLong, src.Name, size, human(size), target, t.Size, human(t.Size))
+				ErrTooLong, src.Name, size, bytesize.Human(size), target, t.Size, bytesize.Human(t.Size))
 		}
 	}
 
@@ -194,18 +196,4 @@ func Run(ctx context.Context, src Source, target string, opts RunOptions) (Summa
 		sum.TargetSize = w.Pos()
 	}
 	return sum, nil
-}
-
-// human formats a byte count with binary units, as the CLI does.
-func human(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%dB", n)
-	}
-	div, exp := int64(unit), 0
-	for v := n / unit; v >= unit; v /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f%ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

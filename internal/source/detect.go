@@ -8,6 +8,7 @@ import (
 	"github.com/prezero/prezero/extfsmap"
 	"github.com/prezero/prezero/fatmap"
 	"github.com/prezero/prezero/freemap"
+	"github.com/prezero/prezero/internal/bytesize"
 	"github.com/prezero/prezero/lvm"
 	"github.com/prezero/prezero/ntfsmap"
 	"github.com/prezero/prezero/swapmap"
@@ -83,7 +84,7 @@ var probes = []probe{
 		v := &volume{FS: a.FS, BlockSize: a.BlockSize, Free: a.Free, Notes: a.Notes}
 		if !opt.ZeroSwap {
 			return v, freemap.Unsupported("swap: kept; --zero-swap would zero %s (opt-in: a VM snapshot that saved its RAM needs the swap to resume)",
-				humanBytes(a.Free.FreeBytes()))
+				bytesize.Human(a.Free.FreeBytes()))
 		}
 		return v, nil
 	}},
@@ -126,17 +127,3 @@ func detect(r io.ReaderAt, size int64) *probe {
 // recognise reports whether any row (or an LVM PV label) recognises r:
 // layout uses it to guess an image's MBR sector size.
 func recognise(r io.ReaderAt, size int64) bool { return detect(r, size) != nil || lvm.Probe(r, size) }
-
-// humanBytes formats a byte count with binary units, as map does.
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%dB", n)
-	}
-	div, exp := int64(unit), 0
-	for v := n / unit; v >= unit; v /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f%ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}

@@ -42,14 +42,27 @@ type imageInfo struct {
 	VirtualSize int64  `json:"virtual-size"`
 	Encrypted   bool   `json:"encrypted"`
 	Backing     string `json:"full-backing-filename"`
+	Specific    struct {
+		Data struct {
+			DataFile string `json:"data-file"`
+		} `json:"data"`
+	} `json:"format-specific"`
+
+	device bool // the image is on a block device
 }
 
-// probeImage returns the qemu format of the regular file f if it is a VM
-// image rather than a raw disk, or "".
+// probeImage returns what qemu says of the regular file or block device f
+// if it holds a VM image rather than a raw disk, or nil. A block device
+// can hold one: an LV of a block storage domain (oVirt) holds a qcow2;
+// qemu reads its format as from a file, and so does prezero.
 func probeImage(f *os.File, path string) (*imageInfo, error) {
 	fi, err := f.Stat()
-	if err != nil || !fi.Mode().IsRegular() {
+	if err != nil {
 		return nil, err
+	}
+	device := fi.Mode()&os.ModeDevice != 0 && fi.Mode()&os.ModeCharDevice == 0
+	if !fi.Mode().IsRegular() && !device {
+		return nil, nil
 	}
 	b := make([]byte, 512)
 	n, err := f.ReadAt(b, 0)
@@ -64,7 +77,7 @@ func probeImage(f *os.File, path string) (*imageInfo, error) {
 	}
 	// -U: reading the header is harmless even while a VM runs; qemu-nbd
 	// takes the lock that matters.
-	cmd := exec.Command("qemu-img", "info", "--output=json", "-U", "--", path)
+	cmd := exec.Command("qemu-img", "info", "--output=json", "-U", "--", nbd.QemuFilename(path))
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	cmd.Env = append(os.Environ(), "LC_ALL=C")
@@ -82,11 +95,13 @@ func probeImage(f *os.File, path string) (*imageInfo, error) {
 	if info.Encrypted {
 		return nil, fmt.Errorf("%s: an encrypted %s image is not supported", path, info.Format)
 	}
+	info.device = device
 	return &info, nil
 }
 
-// openNBD opens an NBD client and maps the export it serves.
-func openNBD(c *nbd.Client, path string, opt Options) (*Source, error) {
+// openNBD maps the export c serves, read through r (c itself, or a
+// directReader over it).
+func openNBD(c *nbd.Client, r io.ReaderAt, path string, opt Options) (*Source, error) {
 	if c.Size() == 0 {
 		return nil, fmt.Errorf("%s is empty", path)
 	}
@@ -97,7 +112,7 @@ func openNBD(c *nbd.Client, path string, opt Options) (*Source, error) {
 			return nil, fmt.Errorf("%s: %w", path, err)
 		}
 	}
-	s, err := build(c, path, c.Size(), 0, kz, opt)
+	s, err := build(r, path, c.Size(), 0, kz, opt)
 	if err != nil {
 		return nil, err
 	}

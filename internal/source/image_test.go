@@ -39,7 +39,15 @@ func TestImageBlockStatus(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer want.Close()
-	src, err := Open(img, Options{})
+	for _, noDirect := range []bool{true, false} {
+		t.Run(fmt.Sprintf("noDirect=%v", noDirect), func(t *testing.T) {
+			checkBlockStatus(t, img, want, size, noDirect)
+		})
+	}
+}
+
+func checkBlockStatus(t *testing.T, img string, want *Source, size int64, noDirect bool) {
+	src, err := Open(img, Options{noDirect: noDirect})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +71,17 @@ func TestImageBlockStatus(t *testing.T) {
 	}
 	kz := src.KnownZero.FreeBytes()
 	req, got := src.Transferred()
-	t.Logf("size %d, known zero %d, requested %d, received %d", size, kz, req, got)
+	inPlace, placed := src.ReadInPlace()
+	t.Logf("size %d, known zero %d, requested %d, received %d, read in place %d of %d placed", size, kz, req, got, inPlace, placed)
+	if noDirect != (inPlace == 0) || noDirect != (placed == 0) {
+		t.Fatalf("read in place %d of %d placed bytes", inPlace, placed)
+	}
+	if placed > size-kz {
+		t.Fatalf("%d bytes placed in the image file, but only %d are not known zeros", placed, size-kz)
+	}
+	// Bytes read in place are bytes not asked of the server.
+	req += inPlace
+	got += inPlace
 	if kz < 45*mib {
 		t.Fatalf("only %d bytes reported zero", kz)
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -586,4 +587,104 @@ func TestSwapTypeWithoutSignature(t *testing.T) {
 			t.Errorf("%s: %s", typ, p.Status())
 		}
 	}
+}
+
+// TestLVMMetadataAreas: a PV with a second metadata area at its end
+// (--pvmetadatacopies 2), a PV whose metadata area is marked ignored
+// (--metadataignore y), and an LV whose second segment lies before its
+// first on the PV. The metadata areas at both ends stay unchanged (the
+// whole-disk comparison), the LVs are mapped through lvm's own segments.
+func TestLVMMetadataAreas(t *testing.T) {
+	fss := testFilesystems(t)
+	d, starts, sizes := newLVMDisk(t, 72*mib, "label: gpt\nsize=32M, type=E6D6D379-F507-44C2-A23C-238F2A3DF928\nsize=32M, type=E6D6D379-F507-44C2-A23C-238F2A3DF928\n")
+	l := imgtest.NewLVM(t)
+	pv0 := l.AddPV(d.img, starts[0], sizes[0], "--pvmetadatacopies", "2", "--metadatasize", "256k")
+	pv1 := l.AddPV(d.img, starts[1], sizes[1], "--metadataignore", "y")
+	d.parts[pv0], d.parts[pv1] = starts[0], starts[1]
+	l.Create(1)
+	l.LV("filler", 4, pv0)
+	l.LV("back", 12, pv0)
+	l.Run("lvremove", "-y", l.VG+"/filler")
+	l.Run("lvextend", "-y", "-L", "+4m", l.VG+"/back", pv0+":0-3")
+	l.LV("other", 16, pv1)
+	segs := l.Segments("back")
+	if len(segs) != 2 || segs[1].DevOff >= segs[0].DevOff {
+		t.Fatalf("back's segments %+v: want the second before the first on the PV", segs)
+	}
+	for dev, want := range map[string]string{pv0: "2 2", pv1: "1 0"} {
+		mdas := strings.Fields(l.Run("pvs", "--noheadings", "-o", "pv_mda_count,pv_mda_used_count", dev))
+		if strings.Join(mdas, " ") != want {
+			t.Fatalf("pvs %s: mda count, used: %q, want %s", dev, mdas, want)
+		}
+	}
+	d.fill(t, l, fss, []fsLV{{"back", "ext2-1k"}, {"other", "ext2-1k"}})
+	src := checkLVM(t, d, Options{})
+	for _, name := range []string{"back", "other"} {
+		if lv := findLV(t, src, d.vg+"/"+name); !lv.Zeroed || lv.FS != "ext2" {
+			t.Errorf("%s: %s %s", name, lv.FS, lv.Status())
+		}
+	}
+	if lv := findLV(t, src, d.vg+"/back"); lv.TypeName != "LV linear (2 segments)" {
+		t.Errorf("back: type %q", lv.TypeName)
+	}
+}
+
+// TestLUKSReal: volumes made by cryptsetup luksFormat (over random bytes)
+// are named with their version, also when only LUKS2's second header is
+// left, and a LUKS partition of a GPT disk passes through unchanged.
+func TestLUKSReal(t *testing.T) {
+	imgtest.Need(t, "cryptsetup", "sfdisk")
+	dir := t.TempDir()
+	format := func(name string, args ...string) string {
+		img := filepath.Join(dir, name)
+		imgtest.RandomFile(t, img, 8*mib)
+		cmd := exec.Command("cryptsetup", append([]string{"luksFormat", "-q", "--key-file", "-", "--pbkdf-force-iterations", "1000"}, append(args, img)...)...)
+		cmd.Stdin = strings.NewReader("demo-passphrase")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("luksFormat %v: %v\n%s", args, err, out)
+		}
+		return img
+	}
+	wipe := func(img string, n int) string {
+		b := readAll(t, img)
+		clear(b[:n])
+		out := img + ".wiped"
+		if err := os.WriteFile(out, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	luks2 := format("luks2.img", "--type", "luks2", "--pbkdf", "pbkdf2")
+	big := format("luks2-256k.img", "--type", "luks2", "--pbkdf", "pbkdf2", "--luks2-metadata-size", "256k", "--luks2-keyslots-size", "1m")
+	for _, c := range []struct {
+		name, img, reason string
+	}{
+		{"luks1", format("luks1.img", "--type", "luks1"), "LUKS1 (encrypted)"},
+		{"luks2", luks2, "LUKS2 (encrypted)"},
+		{"luks2 primary wiped", wipe(luks2, 4096), "LUKS2 (encrypted)"},
+		{"luks2 256k metadata, primary wiped", wipe(big, 4096), "LUKS2 (encrypted)"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			b := readAll(t, c.img)
+			p := &Part{}
+			mapVolume(p, bytes.NewReader(b), int64(len(b)), Options{ZeroSwap: true})
+			if p.Zeroed || p.FS != "crypto_LUKS" || p.Status() != "pass-through: "+c.reason {
+				t.Errorf("%s %q, want crypto_LUKS and %q", p.FS, p.Status(), c.reason)
+			}
+		})
+	}
+	img := filepath.Join(dir, "disk.img")
+	imgtest.RandomFile(t, img, 12*mib)
+	imgtest.Partition(t, img, 512, "label: gpt\nstart=2048, size=8M, type=L\n")
+	imgtest.WriteAt(t, img, 1*mib, luks2)
+	want := readAll(t, img)
+	src, err := Open(img, Options{ZeroSwap: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	if p := src.Parts[0]; p.Zeroed || p.Status() != "pass-through: LUKS2 (encrypted)" {
+		t.Errorf("partition 1: %s", p.Status())
+	}
+	compare(t, "disk", src.Disk(), want)
 }

@@ -19,7 +19,9 @@
 //
 // Ranges an NBD server reports as reading as zeros (block status
 // NBD_STATE_ZERO) are added to every stream's free map, whatever the
-// partition: stream then neither reads them nor reports them as data.
+// partition: stream then neither reads them nor reports them as data. A
+// qcow2's data that qemu-img map places in the image file itself is read
+// from there, in place, rather than through the socket (direct.go).
 package source
 
 import (
@@ -30,6 +32,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -47,6 +50,22 @@ type Options struct {
 	CrossCheck CrossCheck // check bitmaps against the files that use them
 	ForceShare bool       // open a VM image even if another process (a VM) has it open for writing
 	ZeroSwap   bool       // zero swap areas after their header page (never hibernation images)
+	// NBDTimeout is how long an NBD server (qemu-nbd serving a VM image,
+	// or an NBD URI's) may stay silent while prezero waits for it before
+	// reads fail; 0 means nbd.DefaultTimeout.
+	NBDTimeout time.Duration
+
+	noDirect bool // tests: read a qcow2 wholly through NBD
+}
+
+// DefaultNBDTimeout is the NBDTimeout of a zero Options.
+const DefaultNBDTimeout = nbd.DefaultTimeout
+
+func (o Options) nbdTimeout() time.Duration {
+	if o.NBDTimeout <= 0 {
+		return nbd.DefaultTimeout
+	}
+	return o.NBDTimeout
 }
 
 // CrossCheck chooses whether parsers check their allocation bitmaps against
@@ -80,6 +99,7 @@ type Source struct {
 
 	f        *os.File
 	nbd      *nbd.Client
+	direct   *directReader // a qcow2's data read in place, or nil
 	qemu     *nbd.Qemu
 	zeroable int64 // bytes the parsers proved free
 	disk     *stream.Reader
@@ -139,11 +159,11 @@ func Open(path string, opt Options) (*Source, error) {
 		if err != nil {
 			return nil, err
 		}
-		c, err := nbd.Dial(context.Background(), a)
+		c, err := nbd.Dial(context.Background(), a, opt.nbdTimeout())
 		if err != nil {
 			return nil, err
 		}
-		s, err := openNBD(c, path, opt)
+		s, err := openNBD(c, c, path, opt)
 		if err != nil {
 			c.Close()
 			return nil, err
@@ -161,18 +181,24 @@ func Open(path string, opt Options) (*Source, error) {
 		return nil, err
 	}
 	if info != nil {
-		q, err := nbd.StartQemu(context.Background(), path, nbd.QemuOptions{Format: info.Format, ForceShare: opt.ForceShare})
+		q, err := nbd.StartQemu(context.Background(), path, nbd.QemuOptions{
+			Format: info.Format, ForceShare: opt.ForceShare, Device: info.device, Timeout: opt.nbdTimeout()})
 		if err != nil {
 			f.Close()
 			return nil, err
 		}
-		s, err := openNBD(q.Client, path, opt)
+		var r io.ReaderAt = q.Client
+		dr := directReaderFor(f, path, info, q.Client, opt)
+		if dr != nil {
+			r = dr
+		}
+		s, err := openNBD(q.Client, r, path, opt)
 		if err != nil {
 			q.Close()
 			f.Close()
 			return nil, fmt.Errorf("%w%s", err, QemuSays(q))
 		}
-		s.Format, s.qemu, s.f = info.Format, q, f
+		s.Format, s.qemu, s.f, s.direct = info.Format, q, f, dr
 		return s, nil
 	}
 	s, err := New(f, path, opt)
@@ -271,6 +297,19 @@ func (s *Source) Transferred() (requested, received int64) {
 		return 0, 0
 	}
 	return s.nbd.Requested(), s.nbd.Received()
+}
+
+// ReadInPlace returns, for a qcow2, the bytes read straight from the image
+// file where qemu said its data lies (see direct.go), and the bytes of the
+// disk that are so placed.
+func (s *Source) ReadInPlace() (read, placed int64) {
+	if s.direct == nil {
+		return 0, 0
+	}
+	for _, e := range s.direct.ext {
+		placed += e.n
+	}
+	return s.direct.direct.Load(), placed
 }
 
 // Server returns the qemu-nbd process serving a VM image, or nil.

@@ -42,6 +42,8 @@ type jtx struct {
 	badTagCsum    bool
 	badRevokeCsum bool
 	badV1Csum     bool
+	tornCommit    bool // the commit block holds garbage after its header (a torn write)
+	badRcount     bool // the revoke block claims more bytes than a block holds
 }
 
 type journalImage struct {
@@ -174,6 +176,9 @@ func (j *journalImage) write(txs ...jtx) uint32 {
 				tx.revokes = tx.revokes[1:]
 			}
 			be.PutUint32(b[12:], uint32(off))
+			if tx.badRcount {
+				be.PutUint32(b[12:], uint32(bs+8))
+			}
 			j.setTail(b)
 			if tx.badRevokeCsum {
 				b[20] ^= 0xFF
@@ -272,6 +277,11 @@ func (j *journalImage) write(txs ...jtx) uint32 {
 			be.PutUint32(c[commitChksum0:], crc32c(j.seed, c))
 			if tx.badCommitCsum {
 				c[commitChksum0] ^= 0xFF
+			}
+		}
+		if tx.tornCommit {
+			for i := commitHeaderSize; i < bs; i++ {
+				c[i] = byte(i*7 + 1)
 			}
 		}
 		j.commitPos = append(j.commitPos, pos)

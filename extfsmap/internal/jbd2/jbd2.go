@@ -88,6 +88,7 @@ const (
 	commitChksumSize = 13
 	commitChksum0    = 16
 	commitSec        = 48
+	commitHeaderSize = 60 // sizeof(struct commit_header)
 
 	crc32ChksumType = 1
 	crc32ChksumSize = 4
@@ -251,7 +252,8 @@ func Recover(r io.ReaderAt, size int64, fsBlockSize int) (*Log, error) {
 // journal_check_superblock and load_superblock do.
 func (l *Log) readSuper(size int64) error {
 	bs := int64(l.BlockSize)
-	if size < bs*minBlocks/4 || size < jsbSize {
+	if size < bs*minBlocks {
+		// e2fsck: EXT2_ET_JOURNAL_TOO_SMALL
 		return failed("jbd2: journal of %d bytes is too small", size)
 	}
 	b := make([]byte, jsbSize)
@@ -278,7 +280,11 @@ func (l *Log) readSuper(size int64) error {
 	if int64(l.MaxLen) > total {
 		return failed("jbd2: journal claims %d blocks but its inode holds %d", l.MaxLen, total)
 	}
-	if l.MaxLen < minBlocks/4 || l.MaxLen > maxBlocks {
+	if l.MaxLen < minBlocks {
+		// journal_check_superblock: "journal file too short"
+		return failed("jbd2: journal of %d blocks is shorter than jbd2's minimum %d", l.MaxLen, minBlocks)
+	}
+	if l.MaxLen > maxBlocks {
 		return unsupported("jbd2: journal of %d blocks out of range", l.MaxLen)
 	}
 	l.First = be.Uint32(b[jsbFirst:])

@@ -89,6 +89,30 @@ func (l *Log) commitCsumOK(b []byte) bool {
 	return c == binary.BigEndian.Uint32(b[commitChksum0:])
 }
 
+// commitCsumPartialOK is jbd2_commit_block_csum_verify_partial of recent
+// kernels: a commit block torn after its header, whose checksum verifies
+// over the header followed by zeros, is accepted. (e2fsck 1.47.0 and older
+// kernels call such a transaction corrupt; extfsmap's union rule keeps the
+// blocks of either outcome.)
+func (l *Log) commitCsumPartialOK(b []byte) bool {
+	if !l.csumV2or3() {
+		return true
+	}
+	c := crc32c(l.seed, b[:commitChksum0])
+	c = crc32c(c, []byte{0, 0, 0, 0})
+	c = crc32c(c, b[commitChksum0+4:commitHeaderSize])
+	c = crc32c(c, make([]byte, len(b)-commitHeaderSize))
+	return c == binary.BigEndian.Uint32(b[commitChksum0:])
+}
+
+// revokeLimit is the most bytes a revoke block's r_count may claim.
+func (l *Log) revokeLimit() int {
+	if l.csumV2or3() {
+		return l.BlockSize - tailSize
+	}
+	return l.BlockSize
+}
+
 // tagCsumOK is jbd2_block_tag_csum_verify for the data block b logged by
 // transaction seq.
 func (l *Log) tagCsumOK(csum uint32, b []byte, seq uint32) bool {
@@ -204,7 +228,7 @@ loop:
 					crcSum = ^uint32(0)
 				}
 			}
-			if !bad && !l.commitCsumOK(b) {
+			if !bad && !l.commitCsumOK(b) && !l.commitCsumPartialOK(b) {
 				bad = true
 			}
 			if bad {
@@ -224,6 +248,12 @@ loop:
 		case typeRevoke:
 			if !l.tailCsumOK(b) {
 				needCheckCommitTime = true
+			}
+			// scan_revoke_records runs in PASS_SCAN too: a revoke block
+			// claiming more bytes than it holds fails the recovery,
+			// wherever it is in the walked log.
+			if rc := be.Uint32(b[12:]); rc > uint32(l.revokeLimit()) {
+				return failed("jbd2: revoke block at log block %d claims %d bytes", here, rc)
 			}
 			w.revokes = append(w.revokes, revokeBlock{pos: here, seq: next})
 			continue
@@ -266,10 +296,8 @@ func (w *walker) revoke() error {
 		}
 		rcount := be.Uint32(b[12:])
 		if rcount > uint32(len(b)-csumSize) {
-			if inLog {
-				return failed("jbd2: revoke block at log block %d claims %d bytes", rb.pos, rcount)
-			}
-			rcount = uint32(len(b) - csumSize)
+			// scan() has refused it already
+			return failed("jbd2: revoke block at log block %d claims %d bytes", rb.pos, rcount)
 		}
 		for off := revokeHeaderBytes; off+recLen <= int(rcount); off += recLen {
 			var blk uint64
