@@ -80,6 +80,9 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	// Tests that run prezero as another user (publicDir) need to pass
+	// through it; each test's own t.TempDir stays 0700.
+	os.Chmod(suite, 0o755)
 	os.Setenv("TMPDIR", suite)
 	code := m.Run()
 	if pids := strayQemuNbd(suite); len(pids) > 0 {
