@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -31,10 +33,26 @@ func RunXFS(t testing.TB, name string, args ...string) string {
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	cmd.Env = append(os.Environ(), xfsEnv...)
+	if name == "xfs_copy" {
+		// xfs_copy leaves a log in /var/tmp on every run: remove ours.
+		before := xfsCopyLogs()
+		defer func() {
+			for _, l := range xfsCopyLogs() {
+				if !slices.Contains(before, l) {
+					os.Remove(l)
+				}
+			}
+		}()
+	}
 	if err := cmd.Run(); err != nil {
 		t.Fatalf("%s %q: %v\n%s%s", name, args, err, stdout.String(), stderr.String())
 	}
 	return stdout.String()
+}
+
+func xfsCopyLogs() []string {
+	l, _ := filepath.Glob("/var/tmp/xfs_copy.log.*")
+	return l
 }
 
 // Loop attaches img (from byte off, len bytes if len > 0) to a new loop
