@@ -57,8 +57,11 @@ func testLarge(t *testing.T, mkfsArgs []string) {
 	checkInvariants(t, vol, size)
 	alloc := after.TotalAlloc - before.TotalAlloc
 	t.Logf("4 TiB: %v, %d KiB allocated in total, %v", elapsed, alloc>>10, vol.Free)
-	if elapsed > 2*time.Second {
-		t.Errorf("Read took %v, want < 2s", elapsed)
+	// About 0.1 s for ext4 and 2 s for ext3 (every bitmap is read) on an
+	// idle 2-core box; the bound catches a cost that grows with the size,
+	// not a loaded machine (the old map took 84 s for 256 GiB).
+	if elapsed > 10*time.Second {
+		t.Errorf("Read took %v, want < 10s", elapsed)
 	}
 	if alloc > 64<<20 {
 		t.Errorf("Read allocated %d MiB in total, want < 64 MiB", alloc>>20)
