@@ -94,19 +94,6 @@ func readImage(t *testing.T, path string) ([]byte, *Volume) {
 	return img, vol
 }
 
-func zeroedCopy(t *testing.T, img []byte, m *freemap.Map) string {
-	t.Helper()
-	out := bytes.Clone(img)
-	for _, e := range m.Extents() {
-		clear(out[e.Off:e.End()])
-	}
-	p := filepath.Join(t.TempDir(), "zeroed.img")
-	if err := os.WriteFile(p, out, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
 // blkls returns The Sleuth Kit's allocation state of every sector it lists.
 func blkls(t *testing.T, path string) []bool {
 	t.Helper()
@@ -175,7 +162,7 @@ func TestOracles(t *testing.T) {
 				t.Errorf("free extent %+v past the %d sectors blkls lists", e, len(tsk))
 			}
 
-			z := zeroedCopy(t, img, vol.Free)
+			z := imgtest.WriteStream(t, f.path, vol.Free)
 			imgtest.Run(t, "fsck.exfat", "-n", z)
 			pc := filepath.Join(t.TempDir(), "pc.img")
 			imgtest.ZeroFile(t, pc, int64(len(img)))
@@ -321,11 +308,11 @@ func TestDirty(t *testing.T) {
 		snap := filepath.Join(dir, "snap.img")
 		imgtest.CopyFile(t, snap, live) // while mounted: a crash-consistent copy
 		unmount()
-		b, vol := readImage(t, snap)
+		_, vol := readImage(t, snap)
 		if !vol.Dirty {
 			t.Fatalf("the copy of a mounted volume is not dirty: %q", vol.Notes)
 		}
-		z := zeroedCopy(t, b, vol.Free)
+		z := imgtest.WriteStream(t, snap, vol.Free)
 		mnt2 := t.TempDir()
 		um := imgtest.MountExFAT(t, z, mnt2, 0, true)
 		got := imgtest.HashTree(t, mnt2)
@@ -384,7 +371,7 @@ func TestTexFAT(t *testing.T) {
 	if vol.Bitmaps != 2 || vol.FreeClusters != truth.FreeClusters-n-1 || vol.Free.IsFree(l.v.clusterOffset(extra)) {
 		t.Errorf("%d bitmaps, %d free clusters (want %d), cluster %d free %v", vol.Bitmaps, vol.FreeClusters, truth.FreeClusters-n-1, extra, vol.Free.IsFree(l.v.clusterOffset(extra)))
 	}
-	if e, ok := notSubset(vol.Free, truth.Free); ok {
+	if e, ok := imgtest.FreeOutside(vol.Free, truth.Free); ok {
 		t.Errorf("free extent %+v holds used bytes", e)
 	}
 	// Two FATs but one bitmap: refused.
@@ -431,17 +418,4 @@ func TestRefusals(t *testing.T) {
 			}
 		})
 	}
-}
-
-func notSubset(m, truth *freemap.Map) (freemap.Extent, bool) {
-	if m.Size() != truth.Size() {
-		return freemap.Extent{Off: 0, Len: m.Size()}, true
-	}
-	for _, e := range m.Extents() {
-		te, ok := truth.Next(e.Off)
-		if !ok || te.Off > e.Off || te.End() < e.End() {
-			return e, true
-		}
-	}
-	return freemap.Extent{}, false
 }

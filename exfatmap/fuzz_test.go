@@ -2,39 +2,11 @@ package exfatmap
 
 import (
 	"bytes"
-	"compress/gzip"
 	"io"
-	"os"
-	"path/filepath"
 	"testing"
-)
 
-// seedImages returns the decompressed testdata/*.img.gz images by name.
-func seedImages(t testing.TB) map[string][]byte {
-	t.Helper()
-	paths, err := filepath.Glob(filepath.Join("testdata", "*.img.gz"))
-	if err != nil || len(paths) == 0 {
-		t.Fatalf("no seed images in testdata: %v", err)
-	}
-	imgs := map[string][]byte{}
-	for _, p := range paths {
-		f, err := os.Open(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		zr, err := gzip.NewReader(f)
-		if err != nil {
-			t.Fatalf("%s: %v", p, err)
-		}
-		b, err := io.ReadAll(zr)
-		f.Close()
-		if err != nil {
-			t.Fatalf("%s: %v", p, err)
-		}
-		imgs[filepath.Base(p)] = b
-	}
-	return imgs
-}
+	"github.com/prezero/prezero/internal/imgtest"
+)
 
 // checkInvariants checks a map against the raw bytes with arithmetic of
 // its own: every free byte lies in whole clusters of the heap whose bit is
@@ -85,33 +57,8 @@ func checkInvariants(t *testing.T, r io.ReaderAt, size int64, vol *Volume) {
 // zeros, so inputs stay small.
 const fuzzSize = 4 << 20
 
-// paddedReader reads b followed by zeros up to size.
-type paddedReader struct {
-	b    []byte
-	size int64
-}
-
-func (r *paddedReader) ReadAt(p []byte, off int64) (int, error) {
-	if off < 0 {
-		return 0, io.ErrUnexpectedEOF
-	}
-	if off >= r.size {
-		return 0, io.EOF
-	}
-	n := len(p)
-	var err error
-	if int64(n) > r.size-off {
-		n, err = int(r.size-off), io.EOF
-	}
-	clear(p[:n])
-	if off < int64(len(r.b)) {
-		copy(p[:n], r.b[off:])
-	}
-	return n, err
-}
-
 func TestSeeds(t *testing.T) {
-	for name, img := range seedImages(t) {
+	for name, img := range imgtest.Seeds(t) {
 		t.Run(name, func(t *testing.T) {
 			vol, err := Read(bytes.NewReader(img), int64(len(img)))
 			if err != nil {
@@ -130,7 +77,7 @@ func TestSeeds(t *testing.T) {
 // checksum, so mutations of sectors 0-11 mostly exercise it; the rest
 // reach the directories, FAT and bitmap.
 func FuzzRead(f *testing.F) {
-	for _, img := range seedImages(f) {
+	for _, img := range imgtest.Seeds(f) {
 		if len(img) != fuzzSize && len(img) != fuzzSize/2 {
 			f.Fatalf("seed of %d bytes: the fuzz size assumes 2 or 4 MiB", len(img))
 		}
@@ -144,7 +91,7 @@ func FuzzRead(f *testing.F) {
 		if int64(len(data)) > size {
 			return
 		}
-		r := &paddedReader{data, size}
+		r := &imgtest.PaddedReader{B: data, Size: size}
 		Probe(r, size)
 		vol, err := Read(r, size)
 		if err != nil {

@@ -15,36 +15,9 @@ import (
 	"github.com/prezero/prezero/internal/imgtest"
 )
 
-// seedImages returns the decompressed testdata/*.img.gz images by name.
-func seedImages(t testing.TB) map[string][]byte {
-	t.Helper()
-	paths, err := filepath.Glob(filepath.Join("testdata", "*.img.gz"))
-	if err != nil || len(paths) == 0 {
-		t.Fatalf("no seed images in testdata: %v", err)
-	}
-	imgs := map[string][]byte{}
-	for _, p := range paths {
-		f, err := os.Open(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		zr, err := gzip.NewReader(f)
-		if err != nil {
-			t.Fatalf("%s: %v", p, err)
-		}
-		b, err := io.ReadAll(zr)
-		f.Close()
-		if err != nil {
-			t.Fatalf("%s: %v", p, err)
-		}
-		imgs[filepath.Base(p)] = b
-	}
-	return imgs
-}
-
 // TestSeeds maps the committed images: no tool needed.
 func TestSeeds(t *testing.T) {
-	for name, img := range seedImages(t) {
+	for name, img := range imgtest.Seeds(t) {
 		t.Run(name, func(t *testing.T) {
 			size := int64(len(img))
 			if !Probe(bytes.NewReader(img), size) {
@@ -126,7 +99,7 @@ func TestCrashSeed(t *testing.T) {
 // free extent lies inside the filesystem and outside the boot block and
 // primary superblock.
 func FuzzRead(f *testing.F) {
-	imgs := seedImages(f)
+	imgs := imgtest.Seeds(f)
 	for _, name := range slices.Sorted(maps.Keys(imgs)) {
 		f.Add(imgs[name])
 	}
@@ -150,37 +123,11 @@ func FuzzRead(f *testing.F) {
 	})
 }
 
-// overlay reads base with patch laid over it at off.
-type overlay struct {
-	base  []byte
-	off   int64
-	patch []byte
-}
-
-func (o *overlay) ReadAt(p []byte, off int64) (int, error) {
-	if off < 0 {
-		return 0, errors.New("negative offset")
-	}
-	if off >= int64(len(o.base)) {
-		return 0, io.EOF
-	}
-	n := copy(p, o.base[off:])
-	for i := range n {
-		if j := off + int64(i) - o.off; j >= 0 && j < int64(len(o.patch)) {
-			p[i] = o.patch[j]
-		}
-	}
-	if n < len(p) {
-		return n, io.EOF
-	}
-	return n, nil
-}
-
 // FuzzPatch lays a short fuzzed patch over a seed image, mostly in its
 // first 64 KiB where the superblock, descriptors and bitmaps are, so that
 // mutations hit metadata rather than file data. Same checks as FuzzRead.
 func FuzzPatch(f *testing.F) {
-	imgs := seedImages(f)
+	imgs := imgtest.Seeds(f)
 	imgs["crash-ext4"] = crashSeed(f, "crash-ext4")
 	imgs["crash-fc"] = crashSeed(f, "crash-fc")
 	names := slices.Sorted(maps.Keys(imgs))
@@ -200,7 +147,7 @@ func FuzzPatch(f *testing.F) {
 			o = int64(off) % 65536 // most patches go to the metadata
 		}
 		size := int64(len(img))
-		vol, err := Read(&overlay{base: img, off: o, patch: patch}, size)
+		vol, err := Read(&imgtest.Overlay{Base: img, Off: o, Patch: patch}, size)
 		if err != nil {
 			if !errors.Is(err, freemap.ErrFormat) && !errors.Is(err, freemap.ErrUnsupported) && !errors.Is(err, freemap.ErrUnsafe) {
 				t.Fatalf("error %v is not ErrFormat, ErrUnsupported or ErrUnsafe", err)

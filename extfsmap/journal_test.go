@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -21,7 +20,6 @@ import (
 	"github.com/prezero/prezero/extfsmap/internal/jbd2"
 	"github.com/prezero/prezero/freemap"
 	"github.com/prezero/prezero/internal/imgtest"
-	"github.com/prezero/prezero/stream"
 )
 
 // Crash-consistent copies, made the way they happen: a random-filled ext
@@ -115,7 +113,7 @@ func tryMountHash(t testing.TB, img, opts string) (map[string]string, error) {
 	if out, err := imgtest.Output("mount", "-o", opts, dev, dir); err != nil {
 		return nil, fmt.Errorf("mount %s: %v: %s", img, err, out)
 	}
-	defer imgtest.Output("umount", dir)
+	defer imgtest.Umount(t, dir)
 	return imgtest.HashTree(t, dir), nil
 }
 
@@ -161,7 +159,7 @@ func (c *crashCopy) build(t *testing.T, v crashVariant) {
 	mounted := true
 	defer func() {
 		if mounted {
-			imgtest.Output("umount", mnt)
+			imgtest.Umount(t, mnt)
 		}
 	}()
 	synced, orphan, err := workload(mnt, v)
@@ -171,7 +169,7 @@ func (c *crashCopy) build(t *testing.T, v crashVariant) {
 	c.synced = synced
 	imgtest.CopyFile(t, c.img, src) // while mounted: a crash-consistent copy
 	orphan.Close()
-	imgtest.Run(t, "umount", mnt)
+	imgtest.Umount(t, mnt)
 	mounted = false
 	os.Remove(src)
 }
@@ -397,28 +395,6 @@ func nonzeroBlocks(t testing.TB, img string, bs int) int {
 	return n
 }
 
-// writeStream writes the zeroed stream of img (map free) to a new file.
-func writeStream(t testing.TB, img string, free *freemap.Map) string {
-	t.Helper()
-	f, err := os.Open(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	out := filepath.Join(t.TempDir(), "stream.img")
-	w, err := os.Create(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.Copy(w, io.NewSectionReader(stream.New(f, free.Size(), free), 0, free.Size())); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
 // journalOf runs jbd2 over the internal journal of the ext image img.
 func journalOf(t testing.TB, img string) *jbd2.Log {
 	t.Helper()
@@ -426,20 +402,59 @@ func journalOf(t testing.TB, img string) *jbd2.Log {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := parseSuperblock(b[sbOffset:sbOffset+sbSize], int64(len(b)))
+	return recoverJournal(t, b).log
+}
+
+// internalJournal is the internal journal of an ext image in memory: the
+// image's superblock, the journal inode's block map, and jbd2's recovery.
+type internalJournal struct {
+	s   *superblock
+	fm  *fileMap
+	log *jbd2.Log
+}
+
+// recoverJournal runs jbd2 over the internal journal of the ext image img.
+func recoverJournal(t testing.TB, img []byte) internalJournal {
+	t.Helper()
+	s, err := parseSuperblock(img[sbOffset:sbOffset+sbSize], int64(len(img)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	fm, err := s.readInodeMap(bytes.NewReader(b), 8, 1<<32)
+	fm, err := s.readInodeMap(bytes.NewReader(img), 8, 1<<32)
 	if err != nil {
 		t.Fatal(err)
 	}
-	jr := &fileReader{r: bytes.NewReader(b), bs: s.blockSize, fm: fm, size: int64(fm.size)}
+	jr := &fileReader{r: bytes.NewReader(img), bs: s.blockSize, fm: fm, size: int64(fm.size)}
 	l, err := jbd2.Recover(jr, int64(fm.size), int(s.blockSize))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return l
+	return internalJournal{s, fm, l}
+}
+
+// offset returns the image offset of journal block lblk.
+func (j internalJournal) offset(t testing.TB, lblk uint32) int64 {
+	t.Helper()
+	for _, e := range j.fm.extents {
+		if uint64(lblk) >= e.logical && uint64(lblk) < e.logical+e.count {
+			return int64(e.physical+uint64(lblk)-e.logical) * j.s.blockSize
+		}
+	}
+	t.Fatalf("journal block %d unmapped", lblk)
+	return 0
+}
+
+// walked returns the journal blocks of the walked log, in log order.
+func (j internalJournal) walked() []uint32 {
+	var pos []uint32
+	for i := range uint32(j.log.Walked) {
+		p := j.log.Start + i
+		if p >= j.log.Last {
+			p -= j.log.Last - j.log.First
+		}
+		pos = append(pos, p)
+	}
+	return pos
 }
 
 // checkEscaped: the log of img holds escaped copies (data blocks that
@@ -595,7 +610,7 @@ func TestCrashCopies(t *testing.T) {
 			}
 
 			// prezero's stream, replayed and repaired the same way.
-			zimg := writeStream(t, c.img, vol.Free)
+			zimg := imgtest.WriteStream(t, c.img, vol.Free)
 			nzStream := nonzeroBlocks(t, zimg, vol.BlockSize)
 			zFsck, zFiles := replay(t, zimg, v.fastCommit)
 			have := map[string]bool{}
@@ -683,10 +698,19 @@ func diffTrees(want, got map[string]string) string {
 	return fmt.Sprintf("%d of %d files differ: %s", len(bad), len(want), strings.Join(bad[:min(len(bad), 8)], " "))
 }
 
-// dumpFree returns the free blocks dumpe2fs lists for img, as a map.
+// dumpFree returns the free blocks of img's on-disk bitmaps, as a map:
+// those dumpe2fs lists. dumpe2fs refuses a copy whose on-disk bitmap
+// checksums are stale (the journal holds the right ones), as a crash copy's
+// may be; then debugfs -n (checksums not verified) tests every block.
 func dumpFree(t testing.TB, img string, size int64) *freemap.Map {
 	t.Helper()
-	out := imgtest.Run(t, "dumpe2fs", img)
+	out, err := imgtest.Output("dumpe2fs", img)
+	if err != nil {
+		if !strings.Contains(out, "checksum does not match") {
+			t.Fatalf("dumpe2fs %s: %v\n%s", img, err, out)
+		}
+		return debugfsFree(t, img, size)
+	}
 	bs := dumpField(t, out, "Block size")
 	b := freemap.NewBuilder(size)
 	for _, line := range strings.Split(out, "\n") {
@@ -709,6 +733,34 @@ func dumpFree(t testing.TB, img string, size int64) *freemap.Map {
 			}
 			b.Add(x*bs, (y-x+1)*bs)
 		}
+	}
+	return b.Map()
+}
+
+// debugfsFree is dumpFree through debugfs -n: the blocks its testb finds
+// not in use.
+func debugfsFree(t testing.TB, img string, size int64) *freemap.Map {
+	t.Helper()
+	hdr := imgtest.Run(t, "dumpe2fs", "-h", img)
+	bs, first, n := dumpField(t, hdr, "Block size"), dumpField(t, hdr, "First block"), dumpField(t, hdr, "Block count")
+	first = max(first, 1) // block 0 always holds the superblock
+	out, err := imgtest.Output("debugfs", "-n", "-R", fmt.Sprintf("testb %d %d", first, n-first), img)
+	if err != nil {
+		t.Fatalf("debugfs -n %s: %v\n%s", img, err, out)
+	}
+	b := freemap.NewBuilder(size)
+	tested := 0
+	for _, line := range strings.Split(out, "\n") {
+		var blk int64
+		if _, err := fmt.Sscanf(line, "Block %d not in use", &blk); err == nil {
+			b.Add(blk*bs, bs)
+			tested++
+		} else if strings.HasSuffix(line, "marked in use") {
+			tested++
+		}
+	}
+	if int64(tested) != n-first {
+		t.Fatalf("debugfs -n %s tested %d blocks of %d\n%s", img, tested, n-first, out)
 	}
 	return b.Map()
 }
@@ -779,48 +831,23 @@ func testCorruptJournal(t *testing.T, v crashVariant) {
 	if off := notFree(whole.Free, intact); off >= 0 {
 		t.Fatalf("undamaged: byte %d zeroed, but in use after replay", off)
 	}
-	s, err := parseSuperblock(orig[sbOffset:sbOffset+sbSize], size)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fm, err := s.readInodeMap(bytes.NewReader(orig), 8, 1<<32)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bs := s.blockSize
-	phys := func(lblk uint32) int64 {
-		for _, e := range fm.extents {
-			if uint64(lblk) >= e.logical && uint64(lblk) < e.logical+e.count {
-				return int64(e.physical+uint64(lblk)-e.logical) * bs
-			}
-		}
-		t.Fatalf("journal block %d unmapped", lblk)
-		return 0
-	}
+	j := recoverJournal(t, orig)
+	bs := j.s.blockSize
 	// The log's blocks by kind: every block of the walked log that starts
 	// with the jbd2 magic is a header (logged copies that do are escaped).
-	jr := &fileReader{r: bytes.NewReader(orig), bs: bs, fm: fm, size: int64(fm.size)}
-	log, err := jbd2.Recover(jr, int64(fm.size), int(bs))
-	if err != nil {
-		t.Fatal(err)
-	}
 	be := binary.BigEndian
 	var descs, commits, datas []int64
-	for i := range uint32(log.Walked) {
-		pos := log.Start + i
-		if pos >= log.Last {
-			pos -= log.Last - log.First
-		}
-		b := orig[phys(pos):]
+	for _, pos := range j.walked() {
+		b := orig[j.offset(t, pos):]
 		if be.Uint32(b) != 0xC03B3998 {
 			continue
 		}
 		switch be.Uint32(b[4:]) {
 		case 1:
-			descs = append(descs, phys(pos))
-			datas = append(datas, phys(pos+1))
+			descs = append(descs, j.offset(t, pos))
+			datas = append(datas, j.offset(t, pos+1))
 		case 2:
-			commits = append(commits, phys(pos))
+			commits = append(commits, j.offset(t, pos))
 		}
 	}
 	type damage struct {
@@ -855,8 +882,8 @@ func testCorruptJournal(t *testing.T, v crashVariant) {
 		ds = append(ds, damage{name: fmt.Sprintf("data%d/byte", i), off: d + 100, xor: 0x01})
 	}
 	ds = append(ds,
-		damage{name: "jsb/start", off: phys(0) + 0x1F, xor: 0x01},
-		damage{name: "jsb/sequence", off: phys(0) + 0x1B, xor: 0x01},
+		damage{name: "jsb/start", off: j.offset(t, 0) + 0x1F, xor: 0x01},
+		damage{name: "jsb/sequence", off: j.offset(t, 0) + 0x1B, xor: 0x01},
 		damage{name: "torn-tail", off: commits[len(commits)-1], zero: bs},
 	)
 	passed, mapped := 0, 0
@@ -927,34 +954,15 @@ func TestCrashTornCommit(t *testing.T) {
 		t.Fatal(err)
 	}
 	size := int64(len(orig))
-	s, err := parseSuperblock(orig[sbOffset:sbOffset+sbSize], size)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fm, err := s.readInodeMap(bytes.NewReader(orig), 8, 1<<32)
-	if err != nil {
-		t.Fatal(err)
-	}
-	jr := &fileReader{r: bytes.NewReader(orig), bs: s.blockSize, fm: fm, size: int64(fm.size)}
-	log, err := jbd2.Recover(jr, int64(fm.size), int(s.blockSize))
-	if err != nil {
-		t.Fatal(err)
-	}
+	j := recoverJournal(t, orig)
+	s := j.s
 	// The last commit block of the log.
 	var last int64 = -1
 	be := binary.BigEndian
-	for i := range uint32(log.Walked) {
-		pos := log.Start + i
-		if pos >= log.Last {
-			pos -= log.Last - log.First
-		}
-		for _, e := range fm.extents {
-			if uint64(pos) >= e.logical && uint64(pos) < e.logical+e.count {
-				off := int64(e.physical+uint64(pos)-e.logical) * s.blockSize
-				if b := orig[off:]; be.Uint32(b) == 0xC03B3998 && be.Uint32(b[4:]) == 2 {
-					last = off
-				}
-			}
+	for _, pos := range j.walked() {
+		off := j.offset(t, pos)
+		if b := orig[off:]; be.Uint32(b) == 0xC03B3998 && be.Uint32(b[4:]) == 2 {
+			last = off
 		}
 	}
 	if last < 0 {
@@ -978,7 +986,7 @@ func TestCrashTornCommit(t *testing.T) {
 	if err := os.WriteFile(torn, img, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	zimg := writeStream(t, torn, vol.Free)
+	zimg := imgtest.WriteStream(t, torn, vol.Free)
 	copyOf := func(p string) string {
 		q := filepath.Join(t.TempDir(), "copy.img")
 		imgtest.CopyFile(t, q, p)
@@ -1085,32 +1093,15 @@ func TestCrashResizeInFlight(t *testing.T) {
 		t.Fatal(err)
 	}
 	size := int64(len(orig))
-	s, err := parseSuperblock(orig[sbOffset:sbOffset+sbSize], size)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fm, err := s.readInodeMap(bytes.NewReader(orig), 8, 1<<32)
-	if err != nil {
-		t.Fatal(err)
-	}
-	jr := &fileReader{r: bytes.NewReader(orig), bs: s.blockSize, fm: fm, size: int64(fm.size)}
-	log, err := jbd2.Recover(jr, int64(fm.size), int(s.blockSize))
-	if err != nil {
-		t.Fatal(err)
-	}
-	home := uint64(sbOffset / s.blockSize)
+	j := recoverJournal(t, orig)
+	home := uint64(sbOffset / j.s.blockSize)
 	n := 0
 	img := bytes.Clone(orig)
-	for _, cp := range log.Copies {
-		if cp.Home != home {
-			continue
-		}
-		for _, e := range fm.extents {
-			if uint64(cp.Pos) >= e.logical && uint64(cp.Pos) < e.logical+e.count {
-				off := int64(e.physical+uint64(cp.Pos)-e.logical)*s.blockSize + sbOffset%s.blockSize
-				img[off+sbBlocksCountLo] ^= 0x08
-				n++
-			}
+	for _, cp := range j.log.Copies {
+		if cp.Home == home {
+			off := j.offset(t, cp.Pos) + sbOffset%j.s.blockSize
+			img[off+sbBlocksCountLo] ^= 0x08
+			n++
 		}
 	}
 	if n == 0 {
@@ -1145,7 +1136,7 @@ func TestCrashExternalJournal(t *testing.T) {
 	mounted := true
 	defer func() {
 		if mounted {
-			imgtest.Output("umount", mnt)
+			imgtest.Umount(t, mnt)
 		}
 	}()
 	v := crashVariant{seed: 21}
@@ -1158,7 +1149,7 @@ func TestCrashExternalJournal(t *testing.T) {
 	imgtest.CopyFile(t, crash, src) // while mounted
 	imgtest.CopyFile(t, jcrash, jimg)
 	orphan.Close()
-	imgtest.Run(t, "umount", mnt)
+	imgtest.Umount(t, mnt)
 	mounted = false
 	detach()
 

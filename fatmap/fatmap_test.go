@@ -101,21 +101,6 @@ func readImage(t *testing.T, path string) ([]byte, *Volume) {
 	return img, vol
 }
 
-// zeroedCopy writes img with every free byte of m zeroed, as prezero's
-// stream serves it, and returns its path.
-func zeroedCopy(t *testing.T, img []byte, m *freemap.Map) string {
-	t.Helper()
-	out := bytes.Clone(img)
-	for _, e := range m.Extents() {
-		clear(out[e.Off:e.End()])
-	}
-	p := filepath.Join(t.TempDir(), "zeroed.img")
-	if err := os.WriteFile(p, out, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
 // blkls returns The Sleuth Kit's allocation state of every sector it lists
 // (true = free), in order from sector 0.
 func blkls(t *testing.T, fstype, path string) []bool {
@@ -185,7 +170,7 @@ func TestOracles(t *testing.T) {
 			tsk := blkls(t, "fat", f.path)
 			compareSectors(t, vol.Free, tsk, int64(vol.SectorSize))
 
-			z := zeroedCopy(t, img, vol.Free)
+			z := imgtest.WriteStream(t, f.path, vol.Free)
 			imgtest.Run(t, "fsck.fat", "-n", z)
 			imgtest.CheckFATFiles(t, z, f.hashes)
 			if !partcloneVariants[v.name] {
@@ -256,7 +241,7 @@ func TestPartcloneFAT12(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got, _ := os.ReadFile(zeroedCopy(t, img, vol.Free))
+			got, _ := os.ReadFile(imgtest.WriteStream(t, f.path, vol.Free))
 			ss := vol.SectorSize
 			lost, extra := 0, 0
 			for s := 0; s*ss < len(got); s++ {

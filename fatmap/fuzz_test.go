@@ -2,79 +2,22 @@ package fatmap
 
 import (
 	"bytes"
-	"compress/gzip"
 	"encoding/binary"
 	"io"
-	"os"
-	"path/filepath"
 	"testing"
-)
 
-// seedImages returns the decompressed testdata/*.img.gz images by name.
-func seedImages(t testing.TB) map[string][]byte {
-	t.Helper()
-	paths, err := filepath.Glob(filepath.Join("testdata", "*.img.gz"))
-	if err != nil || len(paths) == 0 {
-		t.Fatalf("no seed images in testdata: %v", err)
-	}
-	imgs := map[string][]byte{}
-	for _, p := range paths {
-		f, err := os.Open(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		zr, err := gzip.NewReader(f)
-		if err != nil {
-			t.Fatalf("%s: %v", p, err)
-		}
-		b, err := io.ReadAll(zr)
-		f.Close()
-		if err != nil {
-			t.Fatalf("%s: %v", p, err)
-		}
-		imgs[filepath.Base(p)] = b
-	}
-	return imgs
-}
+	"github.com/prezero/prezero/internal/imgtest"
+)
 
 // fuzzSize is the volume size the fuzzer's inputs are read as: the input,
 // then zeros. The seeds are the committed images without their trailing
 // zeros, so inputs stay small.
 const fuzzSize = 40 << 20
 
-// paddedReader reads b followed by zeros up to size.
-type paddedReader struct {
-	b    []byte
-	size int64
-}
-
-func (r *paddedReader) ReadAt(p []byte, off int64) (int, error) {
-	if off < 0 {
-		return 0, io.ErrUnexpectedEOF
-	}
-	if off >= r.size {
-		return 0, io.EOF
-	}
-	n := len(p)
-	var err error
-	if int64(n) > r.size-off {
-		n, err = int(r.size-off), io.EOF
-	}
-	clear(p[:n])
-	if off < int64(len(r.b)) {
-		copy(p[:n], r.b[off:])
-	}
-	return n, err
-}
-
-func trimZeros(b []byte) []byte {
-	return b[:len(bytes.TrimRight(b, "\x00"))]
-}
-
 // TestSeeds maps the committed images: no tool needed.
 func TestSeeds(t *testing.T) {
 	want := map[string]string{"fat12.img.gz": "FAT12", "fat16.img.gz": "FAT16", "fat32.img.gz": "FAT32"}
-	for name, img := range seedImages(t) {
+	for name, img := range imgtest.Seeds(t) {
 		t.Run(name, func(t *testing.T) {
 			vol, err := Read(bytes.NewReader(img), int64(len(img)))
 			if err != nil {
@@ -83,7 +26,7 @@ func TestSeeds(t *testing.T) {
 			if vol.Type != want[name] || vol.Dirty || len(vol.Notes) != 0 || vol.FreeClusters == 0 {
 				t.Errorf("%+v", vol)
 			}
-			checkFuzzInvariants(t, trimZeros(img), &paddedReader{img, int64(len(img))}, int64(len(img)), vol)
+			checkFuzzInvariants(t, imgtest.TrimZeros(img), &imgtest.PaddedReader{B: img, Size: int64(len(img))}, int64(len(img)), vol)
 		})
 	}
 }
@@ -140,14 +83,14 @@ func checkFuzzInvariants(t *testing.T, data []byte, r io.ReaderAt, size int64, v
 // FuzzRead feeds mutated images to Read: it must never panic, and a map it
 // returns must satisfy checkFuzzInvariants.
 func FuzzRead(f *testing.F) {
-	for _, img := range seedImages(f) {
-		f.Add(trimZeros(img))
+	for _, img := range imgtest.Seeds(f) {
+		f.Add(imgtest.TrimZeros(img))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		if len(data) > fuzzSize {
 			return
 		}
-		r := &paddedReader{data, fuzzSize}
+		r := &imgtest.PaddedReader{B: data, Size: fuzzSize}
 		Probe(r, fuzzSize)
 		vol, err := Read(r, fuzzSize)
 		if err != nil {

@@ -2,9 +2,7 @@ package fatmap
 
 import (
 	"bytes"
-	"compress/gzip"
 	"errors"
-	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -13,28 +11,10 @@ import (
 	"github.com/prezero/prezero/internal/imgtest"
 )
 
-func gunzip(t *testing.T, path string) []byte {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	zr, err := gzip.NewReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := io.ReadAll(zr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
 // TestProbe claims the FAT seeds and nothing else: NTFS and exFAT boot
 // sectors also begin with a jump and end in 0x55AA.
 func TestProbe(t *testing.T) {
-	for name, img := range seedImages(t) {
+	for name, img := range imgtest.Seeds(t) {
 		if !Probe(bytes.NewReader(img), int64(len(img))) {
 			t.Errorf("Probe(%s) = false", name)
 		}
@@ -44,8 +24,8 @@ func TestProbe(t *testing.T) {
 	}
 	others := map[string][]byte{
 		"zeros": make([]byte, 1<<20),
-		"ntfs":  gunzip(t, "../ntfsmap/testdata/ntfs-c512.img.gz"),
-		"ext4":  gunzip(t, "../extfsmap/testdata/ext4.img.gz"),
+		"ntfs":  imgtest.Gunzip(t, "../ntfsmap/testdata/ntfs-c512.img.gz"),
+		"ext4":  imgtest.Gunzip(t, "../extfsmap/testdata/ext4.img.gz"),
 	}
 	imgtest.Need(t, "mkfs.exfat")
 	ex := filepath.Join(t.TempDir(), "ex.img")
@@ -65,7 +45,7 @@ func TestProbe(t *testing.T) {
 // TestRefusals checks the typed refusals of malformed and ambiguous boot
 // sectors, and of volumes larger than their partition.
 func TestRefusals(t *testing.T) {
-	imgs := seedImages(t)
+	imgs := imgtest.Seeds(t)
 	f32, f16 := imgs["fat32.img.gz"], imgs["fat16.img.gz"]
 	for _, tc := range []struct {
 		name  string
@@ -110,7 +90,7 @@ func TestRefusals(t *testing.T) {
 // TestFAT32ReservedBits: a FAT32 entry whose 28-bit value is zero but
 // whose reserved top bits are not is still allocated.
 func TestFAT32ReservedBits(t *testing.T) {
-	img := bytes.Clone(seedImages(t)["fat32.img.gz"])
+	img := bytes.Clone(imgtest.Seeds(t)["fat32.img.gz"])
 	g := geom(t, img)
 	truth, err := Read(bytes.NewReader(img), int64(len(img)))
 	if err != nil {

@@ -232,18 +232,3 @@ func TestFATCopiesDiffer(t *testing.T) {
 		})
 	}
 }
-
-// notSubset returns an extent of m that is not inside the free extents of
-// truth.
-func notSubset(m, truth *freemap.Map) (freemap.Extent, bool) {
-	if m.Size() != truth.Size() {
-		return freemap.Extent{Off: 0, Len: m.Size()}, true
-	}
-	for _, e := range m.Extents() {
-		te, ok := truth.Next(e.Off)
-		if !ok || te.Off > e.Off || te.End() < e.End() {
-			return e, true
-		}
-	}
-	return freemap.Extent{}, false
-}

@@ -2,7 +2,6 @@ package lvm
 
 import (
 	"bytes"
-	"compress/gzip"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -17,25 +16,13 @@ import (
 	"testing/iotest"
 
 	"github.com/prezero/prezero/freemap"
+	"github.com/prezero/prezero/internal/imgtest"
 )
 
 // seed returns a testdata PV image (its first MiB, see mkseeds.sh).
 func seed(t testing.TB, name string) []byte {
 	t.Helper()
-	f, err := os.Open(filepath.Join("testdata", name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	z, err := gzip.NewReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := io.ReadAll(z)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
+	return imgtest.Gunzip(t, filepath.Join("testdata", name))
 }
 
 const devSize = 32 << 20 // the seed PVs' device size

@@ -2,14 +2,14 @@ package ntfsmap
 
 import (
 	"bytes"
-	"compress/gzip"
 	"encoding/binary"
 	"io"
-	"os"
 	"path/filepath"
 	"sort"
 	"sync"
 	"testing"
+
+	"github.com/prezero/prezero/internal/imgtest"
 )
 
 // seedImages are the gzip'd images in testdata (see testdata/README).
@@ -18,20 +18,7 @@ var seedImages = []string{"ntfs-c512.img.gz", "ntfs-s4096.img.gz"}
 // seedImage returns a decompressed seed image.
 func seedImage(tb testing.TB, name string) []byte {
 	tb.Helper()
-	f, err := os.Open(filepath.Join("testdata", name))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer f.Close()
-	z, err := gzip.NewReader(f)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	b, err := io.ReadAll(z)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return b
+	return imgtest.Gunzip(tb, filepath.Join("testdata", name))
 }
 
 // The sparse encoding of a volume used as FuzzRead's input: a u16 giving

@@ -2,7 +2,6 @@ package xfsmap
 
 import (
 	"bytes"
-	"compress/gzip"
 	"errors"
 	"io"
 	"os"
@@ -11,25 +10,13 @@ import (
 	"testing"
 
 	"github.com/prezero/prezero/freemap"
+	"github.com/prezero/prezero/internal/imgtest"
 )
 
 // seed returns a decompressed testdata image (see testdata/mkseeds.sh).
 func seed(t testing.TB, name string) []byte {
 	t.Helper()
-	f, err := os.Open(filepath.Join("testdata", name+".img.gz"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	zr, err := gzip.NewReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := io.ReadAll(zr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
+	return imgtest.Gunzip(t, filepath.Join("testdata", name+".img.gz"))
 }
 
 var seedNames = []string{"v5", "v4", "frozen", "crash"}

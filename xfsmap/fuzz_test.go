@@ -3,37 +3,11 @@ package xfsmap
 import (
 	"bytes"
 	"errors"
-	"io"
 	"testing"
 
 	"github.com/prezero/prezero/freemap"
+	"github.com/prezero/prezero/internal/imgtest"
 )
-
-// patched reads base with patch laid over it at off.
-type patched struct {
-	base  []byte
-	off   int64
-	patch []byte
-}
-
-func (p *patched) ReadAt(b []byte, off int64) (int, error) {
-	if off < 0 {
-		return 0, errors.New("negative offset")
-	}
-	if off >= int64(len(p.base)) {
-		return 0, io.EOF
-	}
-	n := copy(b, p.base[off:])
-	for i := range n {
-		if j := off + int64(i) - p.off; j >= 0 && j < int64(len(p.patch)) {
-			b[i] = p.patch[j]
-		}
-	}
-	if n < len(b) {
-		return n, io.EOF
-	}
-	return n, nil
-}
 
 // FuzzRead lays a short fuzzed patch over one of the seed images (see
 // testdata/mkseeds.sh), mostly where the metadata is: the superblock and
@@ -79,7 +53,7 @@ func FuzzRead(f *testing.F) {
 		if off&0x80000000 == 0 { // most patches go to the metadata areas
 			o = (b.areas[(off>>29)%3] + int64(off&0x1fffffff)%(128<<10)) % size
 		}
-		p := &patched{base: b.img, off: o, patch: patch}
+		p := &imgtest.Overlay{Base: b.img, Off: o, Patch: patch}
 		Probe(p, size)
 		vol, err := Read(p, size)
 		if err != nil {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -15,7 +14,6 @@ import (
 
 	"github.com/prezero/prezero/freemap"
 	"github.com/prezero/prezero/internal/imgtest"
-	"github.com/prezero/prezero/stream"
 )
 
 // A variant is one test filesystem, built once per run by the real tools
@@ -279,27 +277,6 @@ func sbField(t *testing.T, img, field string) int64 {
 	return n
 }
 
-// writeStream writes the zeroed stream of img to a new file.
-func writeStream(t *testing.T, img string, v *Volume) string {
-	t.Helper()
-	f, err := os.Open(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	out := filepath.Join(t.TempDir(), "stream.img")
-	o, err := os.Create(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer o.Close()
-	size := v.Free.Size()
-	if _, err := io.Copy(o, io.NewSectionReader(stream.New(f, size, v.Free), 0, size)); err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
 func sameFiles(t *testing.T, a, b string) {
 	t.Helper()
 	fa, err := os.ReadFile(a)
@@ -361,7 +338,7 @@ func TestVariants(t *testing.T) {
 				}
 			}
 
-			zeroed := writeStream(t, b.img, vol)
+			zeroed := imgtest.WriteStream(t, b.img, vol.Free)
 			cp := filepath.Join(t.TempDir(), "copy.img")
 			imgtest.RunXFS(t, "xfs_copy", "-d", b.img, cp)
 			if err := os.Truncate(cp, vol.Free.Size()); err != nil { // xfs_copy stops at the last used block
@@ -487,7 +464,7 @@ func TestFrozenAndCrash(t *testing.T) {
 	if vol.Log != logCovered || vol.Fallbacks != 0 {
 		t.Fatalf("frozen copy: log %q, %d fallbacks %q", vol.Log, vol.Fallbacks, vol.Notes)
 	}
-	zeroed := writeStream(t, frozen, vol)
+	zeroed := imgtest.WriteStream(t, frozen, vol.Free)
 	m := t.TempDir()
 	um := imgtest.MountXFS(t, zeroed, m, "ro,norecovery", true)
 	if got := imgtest.HashTree(t, m); fmt.Sprint(got) != fmt.Sprint(frozenHashes) {

@@ -163,7 +163,7 @@ func TestNeedsRecoveryCrashCopy(t *testing.T) {
 	}
 	want := imgtest.HashTree(t, mnt)
 	imgtest.CopyFile(t, crash, src) // while mounted
-	imgtest.Run(t, "umount", mnt)
+	imgtest.Umount(t, mnt)
 	imgtest.Run(t, "losetup", "-d", dev)
 	detached = true
 
@@ -199,7 +199,7 @@ func TestNeedsRecoveryCrashCopy(t *testing.T) {
 	t.Cleanup(func() { imgtest.Output("losetup", "-d", zdev) })
 	imgtest.Run(t, "mount", "-o", "ro", zdev, mnt)
 	got := imgtest.HashTree(t, mnt)
-	imgtest.Run(t, "umount", mnt)
+	imgtest.Umount(t, mnt)
 	for name := range files {
 		if got[name] != want[name] || want[name] == "" {
 			t.Errorf("%s: %q in the replayed stream, %q in the mounted source", name, got[name], want[name])

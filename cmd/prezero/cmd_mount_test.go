@@ -289,7 +289,7 @@ func TestMountForegroundSignals(t *testing.T) {
 	t.Run("umount(8)", func(t *testing.T) {
 		dir := t.TempDir()
 		mountBG(t, img, dir)
-		imgtest.Run(t, "umount", dir)
+		imgtest.Umount(t, dir)
 		eventually(t, "the background server exits", func() bool { return len(serverPIDs(dir)) == 0 })
 	})
 }

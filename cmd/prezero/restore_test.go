@@ -184,7 +184,7 @@ func rsMountedHashes(t *testing.T, img string, off, size int64, fstype string) m
 		return imgtest.HashTree(t, mnt)
 	}
 	imgtest.Run(t, "mount", "-t", fstype, "-o", "ro,noload", dev, mnt)
-	defer imgtest.Run(t, "umount", mnt)
+	defer imgtest.Umount(t, mnt)
 	h := imgtest.HashTree(t, mnt)
 	return h
 }
@@ -428,7 +428,7 @@ func TestRestoreRefusals(t *testing.T) {
 		dev := rsLoop(t, work, rsExtStart, rsExtSize, false)
 		mnt := t.TempDir()
 		imgtest.Run(t, "mount", "-o", "ro,noload", dev, mnt)
-		defer imgtest.Run(t, "umount", mnt)
+		defer imgtest.Umount(t, mnt)
 		for _, target := range []string{dev, work} {
 			_, e, code := f.run(t, nil, prezeroBin(t), "restore", "--force", "--input", f.stream, target)
 			if code != 2 || !strings.Contains(e, "is mounted") || !strings.Contains(e, mnt) {

@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+	"time"
 )
 
 // InCI reports whether the tests run under CI (CI=true).
@@ -143,4 +144,26 @@ func OutputStdin(stdin, name string, args ...string) (string, error) {
 		return stdout.String() + stderr.String(), err
 	}
 	return stdout.String(), nil
+}
+
+// Umount unmounts the kernel mount at dir. While the mount is busy it
+// retries for up to a minute: a process that another test goroutine forks
+// holds copies of the test's open files until it execs, and parallel tests
+// fork often. If it still fails, it detaches the mount lazily, so that no
+// mount outlives the test, and fails the test.
+func Umount(t testing.TB, dir string) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		out, err := Output("umount", dir)
+		if err == nil {
+			return
+		}
+		if !strings.Contains(out, "busy") || time.Now().After(deadline) {
+			lazy, lerr := Output("umount", "--lazy", dir)
+			t.Errorf("umount %s: %v: %s (lazy unmount: %v %s)", dir, err, strings.TrimSpace(out), lerr, strings.TrimSpace(lazy))
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }

@@ -313,7 +313,7 @@ func TestLoopOverDeviceNode(t *testing.T) {
 		t.Errorf("Check of the backing file: %v", err)
 	}
 	// Seen from the upper device, the lower one is under it.
-	imgtest.Run(t, "umount", mnt)
+	imgtest.Umount(t, mnt)
 	imgtest.Run(t, "mkfs.ext4", "-q", "-F", "-E", "nodiscard", lower)
 	imgtest.Run(t, "mount", lower, mnt)
 	if err := Check(upper, Writable); !errors.As(err, &ie) || ie.Uses[0].Device != lower ||

@@ -174,7 +174,7 @@ func TestOpenRefusals(t *testing.T) {
 			}
 		}
 	}
-	imgtest.Run(t, "umount", mnt)
+	imgtest.Umount(t, mnt)
 
 	// Not mounted, but its loop device exists: the file is in use.
 	if _, err := Open(img, OpenOptions{}); !errors.Is(err, ErrInUse) {

@@ -2,10 +2,9 @@ package source
 
 import (
 	"bytes"
-	"compress/gzip"
-	"io"
-	"os"
 	"testing"
+
+	"github.com/prezero/prezero/internal/imgtest"
 )
 
 // TestDetectOrder: each committed seed image is claimed by its own parser.
@@ -25,20 +24,7 @@ func TestDetectOrder(t *testing.T) {
 		"../../xfsmap/testdata/v5.img.gz":           "xfs",
 		"../../xfsmap/testdata/v4.img.gz":           "xfs",
 	} {
-		f, err := os.Open(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		zr, err := gzip.NewReader(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		img, err := io.ReadAll(zr)
-		f.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		r := bytes.NewReader(img)
+		r := bytes.NewReader(imgtest.Gunzip(t, path))
 		var claims []string
 		for _, fs := range probes {
 			if fs.probe(r, r.Size()) {
