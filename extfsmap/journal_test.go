@@ -168,10 +168,36 @@ func (c *crashCopy) build(t *testing.T, v crashVariant) {
 	}
 	c.synced = synced
 	imgtest.CopyFile(t, c.img, src) // while mounted: a crash-consistent copy
+	// Whether the log has wrapped past the journal's end when the copy is
+	// taken depends on when the kernel last checkpointed: add fsync'd
+	// transactions, each followed by a new copy, until it has.
+	more := 0
+	for ; v.wrap && !c.wrapped(t); more++ {
+		if more == 1000 {
+			t.Fatalf("the log of %s did not wrap in %d more transactions", v.name, more)
+		}
+		os.Mkdir(filepath.Join(mnt, "more"), 0o755)
+		if err := writeData(filepath.Join(mnt, fmt.Sprintf("more/m%03d", more)), bytes.Repeat([]byte{byte(more)}, 3000)); err != nil {
+			t.Fatal(err)
+		}
+		imgtest.CopyFile(t, c.img, src)
+	}
+	if more > 0 {
+		t.Logf("%s: the log wraps after %d more transactions", v.name, more)
+	}
 	orphan.Close()
 	imgtest.Umount(t, mnt)
 	mounted = false
 	os.Remove(src)
+}
+
+// wrapped reports whether the log of the copy wraps around the journal's end.
+func (c *crashCopy) wrapped(t *testing.T) bool {
+	b, err := os.ReadFile(c.img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return recoverJournal(t, b).log.Wrapped
 }
 
 // workload runs on the mounted filesystem and returns the sha256 of every

@@ -2,13 +2,11 @@ package imgtest
 
 import (
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 )
 
 // loopSector attaches img to a new loop device (with sectorSize-byte logical
@@ -58,72 +56,7 @@ func MountExFAT(t testing.TB, img, mnt string, sectorSize int, ro bool) (unmount
 	if ro {
 		args = append(args, "-o", "ro")
 	}
-	cmd := exec.Command("mount.exfat-fuse", append(args, dev, mnt)...)
-	var out strings.Builder
-	cmd.Stdout, cmd.Stderr = io.Discard, &limitedWriter{&out, 4096}
-	if err := cmd.Start(); err != nil {
-		detach()
-		t.Fatalf("mount.exfat-fuse: %v", err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	abs, _ := filepath.Abs(mnt)
-	deadline := time.Now().Add(20 * time.Second)
-	for !isMounted(abs) {
-		select {
-		case err := <-exited:
-			detach()
-			t.Fatalf("mount.exfat-fuse %s %s exited before mounting: %v\n%s", dev, mnt, err, out.String())
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			_ = cmd.Process.Kill()
-			detach()
-			t.Fatalf("mount.exfat-fuse %s %s: not mounted after 20s\n%s", dev, mnt, out.String())
-		}
-	}
-	done := false
-	unmount = func() {
-		t.Helper()
-		if done {
-			return
-		}
-		done = true
-		defer detach()
-		var err error
-		for range 50 {
-			if _, err = Output("fusermount", "-u", abs); err == nil {
-				break
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		if err != nil {
-			t.Errorf("fusermount -u %s: %v", abs, err)
-			_ = cmd.Process.Kill()
-		}
-		select {
-		case <-exited:
-		case <-time.After(60 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-			t.Errorf("exfat-fuse did not exit after unmount\n%s", out.String())
-		}
-	}
-	t.Cleanup(unmount)
-	return unmount
-}
-
-// limitedWriter keeps the first n bytes written to it.
-type limitedWriter struct {
-	w *strings.Builder
-	n int
-}
-
-func (l *limitedWriter) Write(p []byte) (int, error) {
-	if k := min(len(p), l.n-l.w.Len()); k > 0 {
-		l.w.Write(p[:k])
-	}
-	return len(p), nil
+	return serveFUSE(t, exec.Command("mount.exfat-fuse", append(args, dev, mnt)...), mnt, detach)
 }
 
 // ExFAT makes an exFAT filesystem the hard way in a new size-byte file: the

@@ -10,11 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"testing"
-	"time"
-
-	"github.com/prezero/prezero/internal/mounttab"
 )
 
 // MakeNTFS fills path with size random bytes and formats it with mkntfs
@@ -46,67 +42,7 @@ func MountNTFS(t testing.TB, img, mnt string, ro bool) (unmount func()) {
 	if ro {
 		opts += ",ro"
 	}
-	cmd := exec.Command("ntfs-3g", "-o", opts, img, mnt)
-	var out strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("ntfs-3g: %v", err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	abs, _ := filepath.Abs(mnt)
-	deadline := time.Now().Add(20 * time.Second)
-	for !isMounted(abs) {
-		select {
-		case err := <-exited:
-			t.Fatalf("ntfs-3g %s %s exited before mounting: %v\n%s", img, mnt, err, out.String())
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			_ = cmd.Process.Kill()
-			t.Fatalf("ntfs-3g %s %s: not mounted after 20s\n%s", img, mnt, out.String())
-		}
-	}
-	done := false
-	unmount = func() {
-		t.Helper()
-		if done {
-			return
-		}
-		done = true
-		var err error
-		for range 50 {
-			if _, err = Output("fusermount", "-u", abs); err == nil {
-				break
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		if err != nil {
-			t.Errorf("fusermount -u %s: %v", abs, err)
-			_ = cmd.Process.Kill()
-		}
-		select {
-		case <-exited:
-		case <-time.After(60 * time.Second):
-			_ = cmd.Process.Kill()
-			t.Errorf("ntfs-3g did not exit after unmount\n%s", out.String())
-		}
-		if isMounted(abs) {
-			t.Errorf("%s still mounted", abs)
-		}
-	}
-	t.Cleanup(unmount)
-	return unmount
-}
-
-// isMounted reports whether dir is a mount point in /proc/self/mountinfo.
-func isMounted(dir string) bool {
-	ms, err := mounttab.Read(mounttab.Path)
-	if err != nil {
-		return false
-	}
-	_, ok := mounttab.Top(ms, dir)
-	return ok
+	return serveFUSE(t, exec.Command("ntfs-3g", "-o", opts, img, mnt), mnt, func() {})
 }
 
 // WriteRandomFiles creates each file (path relative to dir, parents made as
