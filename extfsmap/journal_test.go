@@ -168,13 +168,14 @@ func (c *crashCopy) build(t *testing.T, v crashVariant) {
 	}
 	c.synced = synced
 	imgtest.CopyFile(t, c.img, src) // while mounted: a crash-consistent copy
-	// Whether the log has wrapped past the journal's end when the copy is
-	// taken depends on when the kernel last checkpointed: add fsync'd
-	// transactions, each followed by a new copy, until it has.
+	// Whether the log has wrapped past the journal's end, or the fast-commit
+	// area holds commits, when the copy is taken depends on when the kernel
+	// last checkpointed or committed in full: add fsync'd transactions,
+	// each followed by a new copy, until the copy shows what v must test.
 	more := 0
-	for ; v.wrap && !c.wrapped(t); more++ {
+	for ; !c.shows(t, v); more++ {
 		if more == 1000 {
-			t.Fatalf("the log of %s did not wrap in %d more transactions", v.name, more)
+			t.Fatalf("the copy of %s does not show its case (wrap %v, fast commits %v) after %d more transactions", v.name, v.wrap, v.fastCommit, more)
 		}
 		os.Mkdir(filepath.Join(mnt, "more"), 0o755)
 		if err := writeData(filepath.Join(mnt, fmt.Sprintf("more/m%03d", more)), bytes.Repeat([]byte{byte(more)}, 3000)); err != nil {
@@ -183,7 +184,7 @@ func (c *crashCopy) build(t *testing.T, v crashVariant) {
 		imgtest.CopyFile(t, c.img, src)
 	}
 	if more > 0 {
-		t.Logf("%s: the log wraps after %d more transactions", v.name, more)
+		t.Logf("%s: the copy shows its case after %d more transactions", v.name, more)
 	}
 	orphan.Close()
 	imgtest.Umount(t, mnt)
@@ -191,13 +192,18 @@ func (c *crashCopy) build(t *testing.T, v crashVariant) {
 	os.Remove(src)
 }
 
-// wrapped reports whether the log of the copy wraps around the journal's end.
-func (c *crashCopy) wrapped(t *testing.T) bool {
+// shows reports whether the copy's log wraps around the journal's end if
+// v.wrap, and holds fast commits if v.fastCommit.
+func (c *crashCopy) shows(t *testing.T, v crashVariant) bool {
+	if !v.wrap && !v.fastCommit {
+		return true
+	}
 	b, err := os.ReadFile(c.img)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return recoverJournal(t, b).log.Wrapped
+	l := recoverJournal(t, b).log
+	return (!v.wrap || l.Wrapped) && (!v.fastCommit || l.FastCommit)
 }
 
 // workload runs on the mounted filesystem and returns the sha256 of every
