@@ -87,8 +87,7 @@ var (
 func losetup(t testing.TB, img string) (string, func()) {
 	t.Helper()
 	dev := strings.TrimSpace(imgtest.Run(t, "losetup", "-f", "--show", img))
-	var once sync.Once
-	detach := func() { once.Do(func() { imgtest.Output("losetup", "-d", dev) }) }
+	detach := func() { imgtest.Detach(t, dev, img) }
 	t.Cleanup(detach)
 	return dev, detach
 }
@@ -149,7 +148,7 @@ func (c *crashCopy) build(t *testing.T, v crashVariant) {
 	args := append([]string{"-F", "-q", "-E", "nodiscard"}, v.mkfs...)
 	imgtest.Run(t, "mkfs.ext4", append(args, src)...)
 	dev := strings.TrimSpace(imgtest.Run(t, "losetup", "-f", "--show", src))
-	defer imgtest.Output("losetup", "-d", dev)
+	defer imgtest.Detach(t, dev, src)
 	mnt := t.TempDir()
 	opts := "commit=600"
 	if v.mount != "" {

@@ -176,7 +176,7 @@ func TestSourceMessages(t *testing.T) {
 	backing := filepath.Join(t.TempDir(), "dev.img")
 	imgtest.RandomFile(t, backing, 1<<20)
 	dev := strings.TrimSpace(imgtest.Run(t, "losetup", "-f", "--show", backing))
-	t.Cleanup(func() { imgtest.Run(t, "losetup", "-d", dev) })
+	t.Cleanup(func() { imgtest.Detach(t, dev, backing) })
 	os.Chmod(dev, 0o660)
 	os.Chown(dev, 0, 6) // group disk on Debian
 	bin := filepath.Join(publicDir(t), "prezero")
@@ -269,7 +269,7 @@ func TestPipeRefusalIsLast(t *testing.T) {
 	imgtest.ZeroFile(t, backing, 16<<20)
 	before := imgtest.SHA256File(t, backing)
 	dev := strings.TrimSpace(imgtest.Run(t, "losetup", "-f", "--show", backing))
-	t.Cleanup(func() { imgtest.Run(t, "losetup", "-d", dev) })
+	t.Cleanup(func() { imgtest.Detach(t, dev, backing) })
 	script := fmt.Sprintf("borg extract --stdout %s::whole disk.img | %s restore %s", f.repo, prezeroBin(t), dev)
 	for _, terminal := range []bool{false, true} {
 		t.Run(map[bool]string{false: "pipes", true: "terminal"}[terminal], func(t *testing.T) {

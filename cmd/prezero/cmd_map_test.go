@@ -142,12 +142,7 @@ func TestNeedsRecoveryCrashCopy(t *testing.T) {
 	src, crash := filepath.Join(dir, "src.img"), filepath.Join(dir, "crash.img")
 	imgtest.Ext(t, src, 24<<20, "-t", "ext4", "-b", "4096")
 	dev := strings.TrimSpace(imgtest.Run(t, "losetup", "-f", "--show", src))
-	detached := false
-	t.Cleanup(func() {
-		if !detached {
-			imgtest.Output("losetup", "-d", dev)
-		}
-	})
+	t.Cleanup(func() { imgtest.Detach(t, dev, src) })
 	mnt := filepath.Join(dir, "mnt")
 	os.Mkdir(mnt, 0o755)
 	imgtest.Run(t, "mount", "-o", "commit=600", dev, mnt)
@@ -164,8 +159,7 @@ func TestNeedsRecoveryCrashCopy(t *testing.T) {
 	want := imgtest.HashTree(t, mnt)
 	imgtest.CopyFile(t, crash, src) // while mounted
 	imgtest.Umount(t, mnt)
-	imgtest.Run(t, "losetup", "-d", dev)
-	detached = true
+	imgtest.Detach(t, dev, src)
 
 	out, errOut, code := runPrezero(t, "map", crash)
 	if code != 0 || !strings.Contains(string(out), "zeroed (journal replayed in memory: ") {
@@ -196,7 +190,7 @@ func TestNeedsRecoveryCrashCopy(t *testing.T) {
 		t.Fatalf("e2fsck -fy on the stream: %v\n%s", err, out)
 	}
 	zdev := strings.TrimSpace(imgtest.Run(t, "losetup", "-f", "--show", z))
-	t.Cleanup(func() { imgtest.Output("losetup", "-d", zdev) })
+	t.Cleanup(func() { imgtest.Detach(t, zdev, z) })
 	imgtest.Run(t, "mount", "-o", "ro", zdev, mnt)
 	got := imgtest.HashTree(t, mnt)
 	imgtest.Umount(t, mnt)

@@ -471,7 +471,7 @@ func TestMountRefusesMountedDevice(t *testing.T) {
 	// watch would rightly stop.
 	imgtest.Run(t, "mkfs.ext4", "-q", "-F", "-E", "nodiscard,lazy_itable_init=0,lazy_journal_init=0", ext)
 	dev := strings.TrimSpace(imgtest.Run(t, "losetup", "-f", "--show", ext))
-	t.Cleanup(func() { imgtest.Output("losetup", "-d", dev) })
+	t.Cleanup(func() { imgtest.Detach(t, dev, ext) })
 	fsDir := t.TempDir()
 	imgtest.Run(t, "mount", "-o", "noinit_itable", dev, fsDir)
 	t.Cleanup(func() { imgtest.Output("umount", fsDir) })

@@ -148,7 +148,7 @@ func TestLVMCommands(t *testing.T) {
 	lvImg := filepath.Join(dir, "lv.img")
 	imgtest.RandomFile(t, lvImg, int64(len(f.rootOracle)))
 	dev := strings.TrimSpace(imgtest.Run(t, "losetup", "-f", "--show", lvImg))
-	t.Cleanup(func() { imgtest.Output("losetup", "-d", dev) })
+	t.Cleanup(func() { imgtest.Detach(t, dev, lvImg) })
 	link := filepath.Join(dir, "dev", f.vg, "root")
 	if err := os.MkdirAll(filepath.Dir(link), 0o755); err != nil {
 		t.Fatal(err)
@@ -199,7 +199,7 @@ func TestLVMCommands(t *testing.T) {
 func swaponCheck(t *testing.T, img string) {
 	t.Helper()
 	dev := strings.TrimSpace(imgtest.Run(t, "losetup", "-f", "--show", img))
-	defer imgtest.Run(t, "losetup", "-d", dev)
+	defer imgtest.Detach(t, dev, img)
 	out, err := imgtest.Output("swapon", dev)
 	if err != nil {
 		if strings.Contains(out, "Operation not permitted") || strings.Contains(out, "Invalid argument") && os.Getenv("CI") != "true" {

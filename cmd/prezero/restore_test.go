@@ -168,7 +168,7 @@ func rsLoop(t *testing.T, img string, off, size int64, ro bool) string {
 		args = append(args, "-o", strconv.FormatInt(off, 10), "--sizelimit", strconv.FormatInt(size, 10))
 	}
 	dev := strings.TrimSpace(imgtest.Run(t, "losetup", append(args, img)...))
-	t.Cleanup(func() { imgtest.Output("losetup", "-d", dev) })
+	t.Cleanup(func() { imgtest.Detach(t, dev, img) })
 	return dev
 }
 
@@ -283,7 +283,7 @@ func TestRestoreOntoRandomDevice(t *testing.T) {
 				stdin = tc.stdin()
 			}
 			summary := f.restore(t, stdin, append(tc.args, dev)...)
-			imgtest.Run(t, "losetup", "-d", dev)
+			imgtest.Detach(t, dev, backing)
 			got := readFile(t, backing)
 			if d := firstDiff(got[:len(stream)], stream); d >= 0 {
 				t.Fatalf("device differs from the stream at %d: stale bytes", d)
@@ -355,7 +355,7 @@ func TestRestorePartitionsArchive(t *testing.T) {
 					t.Errorf("sfdisk --verify: %v\n%s", err, o)
 				}
 			}
-			imgtest.Run(t, "losetup", "-d", dev)
+			imgtest.Detach(t, dev, backing)
 			got := readFile(t, backing)
 			// Compared: all of disk.img. The archive holds the header,
 			// the partitions; the gaps and the space before the backup GPT

@@ -32,7 +32,7 @@ func loopDev(t *testing.T, path string, args ...string) string {
 	imgtest.NeedRoot(t)
 	imgtest.Need(t, "losetup")
 	dev := strings.TrimSpace(imgtest.Run(t, "losetup", append(append([]string{"-f", "--show"}, args...), path)...))
-	t.Cleanup(func() { imgtest.Output("losetup", "-d", dev) })
+	t.Cleanup(func() { imgtest.Detach(t, dev, path) })
 	return dev
 }
 

@@ -130,7 +130,7 @@ func Partition(t testing.TB, img string, sector int, script string) {
 		NeedRoot(t)
 		Need(t, "losetup")
 		dev = strings.TrimSpace(Run(t, "losetup", "-f", "--show", "--sector-size", fmt.Sprint(sector), img))
-		defer Run(t, "losetup", "-d", dev)
+		defer Detach(t, dev, img)
 	}
 	// sfdisk cannot make the kernel re-read a loop device without
 	// partition scanning; that warning is harmless.

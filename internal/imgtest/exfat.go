@@ -21,24 +21,7 @@ func loopSector(t testing.TB, img string, sectorSize int) (dev string, detach fu
 		args = append(args, "--sector-size", fmt.Sprint(sectorSize))
 	}
 	dev = strings.TrimSpace(Run(t, "losetup", append(args, img)...))
-	abs, _ := filepath.Abs(img)
-	done := false
-	detach = func() {
-		if done {
-			return
-		}
-		done = true
-		// Detach only while the device still serves this image: a loop
-		// device is shared, and another may have taken the number.
-		back, err := Output("losetup", "-n", "-O", "BACK-FILE", "-l", dev)
-		if err != nil || strings.TrimSpace(back) != abs {
-			t.Logf("loop device %s no longer serves %s (%q); not detaching it", dev, abs, strings.TrimSpace(back))
-			return
-		}
-		if out, err := Output("losetup", "-d", dev); err != nil {
-			t.Errorf("losetup -d %s: %v\n%s", dev, err, out)
-		}
-	}
+	detach = func() { Detach(t, dev, img) }
 	t.Cleanup(detach)
 	return dev, detach
 }

@@ -20,6 +20,7 @@ type LVM struct {
 	VG   string
 	devs []string // loop devices, in the order added
 	imgs []string // image:offset of each, for messages
+	back []string // backing file of each
 }
 
 var lvmSerial atomic.Int64
@@ -64,6 +65,7 @@ func (l *LVM) AddPV(img string, off, size int64, pvcreateArgs ...string) string 
 	l.t.Helper()
 	dev := strings.TrimSpace(Run(l.t, "losetup", "-f", "--show", "-o", fmt.Sprint(off), "--sizelimit", fmt.Sprint(size), img))
 	l.devs = append(l.devs, dev)
+	l.back = append(l.back, img)
 	l.imgs = append(l.imgs, fmt.Sprintf("%s:%d", img, off))
 	l.Run("pvcreate", append(append([]string{"-y", "-ff"}, pvcreateArgs...), dev)...)
 	return dev
@@ -151,8 +153,8 @@ func (l *LVM) cleanup() {
 		Output("vgremove", "--config", l.config(), "-f", "-y", l.VG)
 		Output("pvremove", append([]string{"--config", l.config(), "-ff", "-y"}, l.devs...)...)
 	}
-	for _, d := range l.devs {
-		Output("losetup", "-d", d)
+	for i, d := range l.devs {
+		Detach(l.t, d, l.back[i])
 	}
 }
 
@@ -160,10 +162,10 @@ func (l *LVM) cleanup() {
 // are (labels and metadata included); the cleanup then has nothing to do.
 func (l *LVM) Detach() {
 	l.t.Helper()
-	for _, d := range l.devs {
-		Run(l.t, "losetup", "-d", d)
+	for i, d := range l.devs {
+		Detach(l.t, d, l.back[i])
 	}
-	l.devs = nil
+	l.devs, l.back = nil, nil
 }
 
 // WriteLV writes the file src into LV lv through lvm's own segment list

@@ -6,8 +6,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
-	"strings"
 	"testing"
 )
 
@@ -53,37 +51,6 @@ func RunXFS(t testing.TB, name string, args ...string) string {
 func xfsCopyLogs() []string {
 	l, _ := filepath.Glob("/var/tmp/xfs_copy.log.*")
 	return l
-}
-
-// Loop attaches img (from byte off, len bytes if len > 0) to a new loop
-// device, read-only if ro, and detaches it at cleanup or when the returned
-// function is called.
-func Loop(t testing.TB, img string, off, n int64, ro bool) (dev string, detach func()) {
-	t.Helper()
-	NeedRoot(t)
-	Need(t, "losetup")
-	args := []string{"-f", "--show"}
-	if off > 0 {
-		args = append(args, "-o", strconv.FormatInt(off, 10))
-	}
-	if n > 0 {
-		args = append(args, "--sizelimit", strconv.FormatInt(n, 10))
-	}
-	if ro {
-		args = append(args, "-r")
-	}
-	dev = strings.TrimSpace(Run(t, "losetup", append(args, img)...))
-	done := false
-	detach = func() {
-		if !done {
-			done = true
-			if out, err := Output("losetup", "-d", dev); err != nil {
-				t.Errorf("losetup -d %s: %v\n%s", dev, err, out)
-			}
-		}
-	}
-	t.Cleanup(detach)
-	return dev, detach
 }
 
 // MountXFS mounts the XFS image img on mnt through a loop device of its

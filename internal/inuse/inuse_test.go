@@ -242,7 +242,7 @@ func TestLoopMountedRW(t *testing.T) {
 	imgtest.RandomFile(t, img, 16<<20)
 	imgtest.Run(t, "mkfs.ext4", "-q", "-F", "-E", "nodiscard", img)
 	dev := strings.TrimSpace(imgtest.Run(t, "losetup", "-f", "--show", img))
-	t.Cleanup(func() { imgtest.Output("losetup", "-d", dev) })
+	t.Cleanup(func() { imgtest.Detach(t, dev, img) })
 	if err := Check(dev, Writable); err != nil {
 		t.Fatalf("unmounted device: %v", err)
 	}
@@ -275,7 +275,7 @@ func TestLoopMountedRW(t *testing.T) {
 func loop(t *testing.T, path string, args ...string) string {
 	t.Helper()
 	dev := strings.TrimSpace(imgtest.Run(t, "losetup", append(append([]string{"-f", "--show"}, args...), path)...))
-	t.Cleanup(func() { imgtest.Output("losetup", "-d", dev) })
+	t.Cleanup(func() { imgtest.Detach(t, dev, path) })
 	return dev
 }
 

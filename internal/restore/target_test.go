@@ -21,7 +21,7 @@ func loopDevice(t *testing.T, img string) string {
 	imgtest.NeedRoot(t)
 	imgtest.Need(t, "losetup")
 	dev := strings.TrimSpace(imgtest.Run(t, "losetup", "-f", "--show", img))
-	t.Cleanup(func() { imgtest.Output("losetup", "-d", dev) })
+	t.Cleanup(func() { imgtest.Detach(t, dev, img) })
 	return dev
 }
 

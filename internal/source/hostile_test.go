@@ -278,7 +278,7 @@ func TestMBR4096(t *testing.T) {
 	copy(want[4352*4096:], readAll(t, fss["ntfs-4k"].oracle))
 
 	dev := strings.TrimSpace(imgtest.Run(t, "losetup", "-f", "--show", "-r", "--sector-size", "4096", img))
-	t.Cleanup(func() { imgtest.Run(t, "losetup", "-d", dev) })
+	t.Cleanup(func() { imgtest.Detach(t, dev, img) })
 	for _, tc := range []struct {
 		name, path string
 		note       bool

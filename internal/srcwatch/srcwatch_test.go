@@ -85,7 +85,7 @@ func loopDevice(t *testing.T) (dev, backing string) {
 	backing = filepath.Join(t.TempDir(), "backing")
 	imgtest.RandomFile(t, backing, 8<<20)
 	dev = strings.TrimSpace(imgtest.Run(t, "losetup", "-f", "--show", backing))
-	t.Cleanup(func() { imgtest.Output("losetup", "-d", dev) })
+	t.Cleanup(func() { imgtest.Detach(t, dev, backing) })
 	return dev, backing
 }
 
@@ -143,7 +143,7 @@ func BenchmarkCheck(b *testing.B) {
 		backing := filepath.Join(b.TempDir(), "backing")
 		imgtest.RandomFile(b, backing, 8<<20)
 		dev := strings.TrimSpace(imgtest.Run(b, "losetup", "-f", "--show", backing))
-		defer imgtest.Output("losetup", "-d", dev)
+		defer imgtest.Detach(b, dev, backing)
 		w, err := Open(dev)
 		if err != nil {
 			b.Fatal(err)
