@@ -1,7 +1,6 @@
 package exfatmap
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/binary"
 	"errors"
@@ -94,27 +93,6 @@ func readImage(t *testing.T, path string) ([]byte, *Volume) {
 	return img, vol
 }
 
-// blkls returns The Sleuth Kit's allocation state of every sector it lists.
-func blkls(t *testing.T, path string) []bool {
-	t.Helper()
-	imgtest.Need(t, "blkls")
-	out := imgtest.Run(t, "blkls", "-l", "-e", "-f", "exfat", path)
-	var free []bool
-	sc := bufio.NewScanner(strings.NewReader(out))
-	for sc.Scan() {
-		a, st, ok := strings.Cut(sc.Text(), "|")
-		n, err := strconv.ParseInt(a, 10, 64)
-		if !ok || err != nil {
-			continue
-		}
-		if n != int64(len(free)) {
-			t.Fatalf("blkls: sector %d out of order", n)
-		}
-		free = append(free, st == "f")
-	}
-	return free
-}
-
 // dumpField returns a numeric field of dump.exfat's output.
 func dumpField(t *testing.T, path, field string) int64 {
 	t.Helper()
@@ -147,20 +125,10 @@ func TestOracles(t *testing.T) {
 			}
 			t.Logf("%d-byte sectors, %d-byte clusters, %d of %d free, notes %q", vol.SectorSize, vol.BlockSize, vol.FreeClusters, vol.Clusters, vol.Notes)
 
-			tsk := blkls(t, f.path)
+			tsk := imgtest.Blkls(t, "exfat", f.path)
 			ss := int64(vol.SectorSize)
-			bad := 0
-			for s, free := range tsk {
-				if got := vol.Free.IsFree(int64(s) * ss); got != free || got != vol.Free.IsFree(int64(s+1)*ss-1) {
-					if bad++; bad <= 5 {
-						t.Errorf("sector %d: prezero free=%v, blkls free=%v", s, got, free)
-					}
-				}
-			}
+			imgtest.MatchBlkls(t, vol.Free, tsk, ss)
 			end := int64(len(tsk)) * ss
-			if e, ok := vol.Free.Next(end); ok {
-				t.Errorf("free extent %+v past the %d sectors blkls lists", e, len(tsk))
-			}
 
 			z := imgtest.WriteStream(t, f.path, vol.Free)
 			imgtest.Run(t, "fsck.exfat", "-n", z)

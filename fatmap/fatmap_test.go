@@ -1,16 +1,12 @@
 package fatmap
 
 import (
-	"bufio"
 	"bytes"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
 	"testing"
 
-	"github.com/prezero/prezero/freemap"
 	"github.com/prezero/prezero/internal/imgtest"
 )
 
@@ -101,56 +97,6 @@ func readImage(t *testing.T, path string) ([]byte, *Volume) {
 	return img, vol
 }
 
-// blkls returns The Sleuth Kit's allocation state of every sector it lists
-// (true = free), in order from sector 0.
-func blkls(t *testing.T, fstype, path string) []bool {
-	t.Helper()
-	imgtest.Need(t, "blkls")
-	out := imgtest.Run(t, "blkls", "-l", "-e", "-f", fstype, path)
-	var free []bool
-	sc := bufio.NewScanner(strings.NewReader(out))
-	for sc.Scan() {
-		a, st, ok := strings.Cut(sc.Text(), "|")
-		n, err := strconv.ParseInt(a, 10, 64)
-		if !ok || err != nil {
-			continue // the header lines
-		}
-		if n != int64(len(free)) {
-			t.Fatalf("blkls: sector %d out of order", n)
-		}
-		free = append(free, st == "f")
-	}
-	if len(free) == 0 {
-		t.Fatalf("blkls listed no sectors:\n%s", out)
-	}
-	return free
-}
-
-// compareSectors checks that m frees exactly the sectors tsk calls free,
-// and nothing past the sectors tsk lists.
-func compareSectors(t *testing.T, m *freemap.Map, tsk []bool, sector int64) {
-	t.Helper()
-	bad := 0
-	for s, f := range tsk {
-		off := int64(s) * sector
-		got := m.IsFree(off)
-		if got != m.IsFree(off+sector-1) {
-			t.Errorf("sector %d is partly free", s)
-		}
-		if got != f {
-			if bad++; bad <= 5 {
-				t.Errorf("sector %d: prezero free=%v, blkls free=%v", s, got, f)
-			}
-		}
-	}
-	if bad > 5 {
-		t.Errorf("... %d sectors differ in all", bad)
-	}
-	if e, ok := m.Next(int64(len(tsk)) * sector); ok {
-		t.Errorf("free extent %+v past the %d sectors blkls lists", e, len(tsk))
-	}
-}
-
 // TestOracles maps every variant and checks it against The Sleuth Kit
 // sector by sector, fsck.fat and mtools on the zeroed copy, and for
 // FAT16/32 partclone.fat's output byte for byte.
@@ -167,8 +113,8 @@ func TestOracles(t *testing.T) {
 				t.Errorf("%d free clusters of %d bytes, %d free bytes", vol.FreeClusters, vol.BlockSize, vol.Free.FreeBytes())
 			}
 			t.Logf("%s, %d-byte clusters, %d of %d clusters free, notes %q", vol.Type, vol.BlockSize, vol.FreeClusters, vol.Clusters, vol.Notes)
-			tsk := blkls(t, "fat", f.path)
-			compareSectors(t, vol.Free, tsk, int64(vol.SectorSize))
+			tsk := imgtest.Blkls(t, "fat", f.path)
+			imgtest.MatchBlkls(t, vol.Free, tsk, int64(vol.SectorSize))
 
 			z := imgtest.WriteStream(t, f.path, vol.Free)
 			imgtest.Run(t, "fsck.fat", "-n", z)
@@ -236,7 +182,7 @@ func TestPartcloneFAT12(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			f := getFixture(t, name)
 			img, vol := readImage(t, f.path)
-			tsk := blkls(t, "fat", f.path)
+			tsk := imgtest.Blkls(t, "fat", f.path)
 			pc, err := os.ReadFile(partclone(t, f.path))
 			if err != nil {
 				t.Fatal(err)

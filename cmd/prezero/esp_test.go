@@ -1,13 +1,11 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -19,11 +17,8 @@ import (
 func tskZeroed(t *testing.T, fstype, path string, sector int) (zeroed []byte, freeBytes int64) {
 	t.Helper()
 	b := readFile(t, path)
-	sc := bufio.NewScanner(strings.NewReader(imgtest.Run(t, "blkls", "-l", "-e", "-f", fstype, path)))
-	for sc.Scan() {
-		a, st, ok := strings.Cut(sc.Text(), "|")
-		n, err := strconv.Atoi(a)
-		if ok && err == nil && st == "f" {
+	for n, free := range imgtest.Blkls(t, fstype, path) {
+		if free {
 			clear(b[n*sector : (n+1)*sector])
 			freeBytes += int64(sector)
 		}
