@@ -9,7 +9,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/prezero/prezero/freemap"
@@ -38,42 +37,25 @@ type fixture struct {
 	hashes map[string]string
 }
 
-var (
-	fixMu    sync.Mutex
-	fixDir   string
-	fixtures = map[string]*fixture{}
-)
+var builds = imgtest.Builds[*fixture]{Prefix: "exfatmap-"}
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if fixDir != "" {
-		os.RemoveAll(fixDir)
-	}
+	builds.RemoveAll()
 	os.Exit(code)
 }
 
+// getFixture builds the named variant once per test run.
 func getFixture(t *testing.T, name string) *fixture {
 	t.Helper()
 	imgtest.NeedRoot(t)
 	imgtest.Need(t, "mkfs.exfat", "mount.exfat-fuse")
-	fixMu.Lock()
-	defer fixMu.Unlock()
-	if f, ok := fixtures[name]; ok {
-		return f
-	}
-	if fixDir == "" {
-		d, err := os.MkdirTemp("", "exfatmap-")
-		if err != nil {
-			t.Fatal(err)
-		}
-		fixDir = d
-	}
 	for _, v := range variants {
 		if v.name == name {
-			path := filepath.Join(fixDir, name+".img")
-			f := &fixture{variant: v, path: path, hashes: imgtest.ExFAT(t, path, v.size, v.sector, v.args...)}
-			fixtures[name] = f
-			return f
+			return builds.Get(t, name, func(t *testing.T, path string) *fixture {
+				path += ".img"
+				return &fixture{variant: v, path: path, hashes: imgtest.ExFAT(t, path, v.size, v.sector, v.args...)}
+			})
 		}
 	}
 	t.Fatalf("no variant %q", name)

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 
 	"github.com/prezero/prezero/internal/imgtest"
@@ -40,17 +39,11 @@ type fixture struct {
 	hashes map[string]string // sha256 of every remaining file
 }
 
-var (
-	fixMu    sync.Mutex
-	fixDir   string
-	fixtures = map[string]*fixture{}
-)
+var builds = imgtest.Builds[*fixture]{Prefix: "fatmap-"}
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if fixDir != "" {
-		os.RemoveAll(fixDir)
-	}
+	builds.RemoveAll()
 	os.Exit(code)
 }
 
@@ -59,24 +52,12 @@ func TestMain(m *testing.M) {
 func getFixture(t *testing.T, name string) *fixture {
 	t.Helper()
 	imgtest.Need(t, "mkfs.vfat", "mmd", "mcopy", "mdel", "mtype")
-	fixMu.Lock()
-	defer fixMu.Unlock()
-	if f, ok := fixtures[name]; ok {
-		return f
-	}
-	if fixDir == "" {
-		d, err := os.MkdirTemp("", "fatmap-")
-		if err != nil {
-			t.Fatal(err)
-		}
-		fixDir = d
-	}
 	for _, v := range variants {
 		if v.name == name {
-			path := filepath.Join(fixDir, name+".img")
-			f := &fixture{variant: v, path: path, hashes: imgtest.FAT(t, path, v.size, v.args...)}
-			fixtures[name] = f
-			return f
+			return builds.Get(t, name, func(t *testing.T, path string) *fixture {
+				path += ".img"
+				return &fixture{variant: v, path: path, hashes: imgtest.FAT(t, path, v.size, v.args...)}
+			})
 		}
 	}
 	t.Fatalf("no variant %q", name)

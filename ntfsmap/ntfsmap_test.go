@@ -10,7 +10,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/prezero/prezero/freemap"
@@ -26,12 +25,14 @@ type fixture struct {
 	hashes map[string]string // sha256 of every file left on the volume
 }
 
-// variants are the images the tests share, built once per package run.
-var variants = []struct {
+// variant is an image the tests share, built once per package run.
+type variant struct {
 	name            string
 	size            int64
 	cluster, sector int
-}{
+}
+
+var variants = []variant{
 	{"c512", 48 << 20, 512, 0},
 	{"c4096", 64 << 20, 4096, 0},
 	{"c65536", 96 << 20, 65536, 0},
@@ -54,18 +55,11 @@ var testFiles = map[string]int64{
 	"after-del1.bin": 300_000,
 }
 
-var (
-	fixMu    sync.Mutex
-	fixDir   string
-	fixtures = map[string]*fixture{}
-	fixErr   = map[string]string{}
-)
+var builds = imgtest.Builds[*fixture]{Prefix: "ntfsmap-test-"}
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if fixDir != "" {
-		os.RemoveAll(fixDir)
-	}
+	builds.RemoveAll()
 	os.Exit(code)
 }
 
@@ -74,50 +68,39 @@ func getFixture(t *testing.T, name string) *fixture {
 	t.Helper()
 	imgtest.Need(t, "mkntfs", "ntfs-3g", "fusermount")
 	imgtest.NeedRoot(t)
-	fixMu.Lock()
-	defer fixMu.Unlock()
-	if f := fixtures[name]; f != nil {
-		return f
-	}
-	if msg, ok := fixErr[name]; ok {
-		t.Fatalf("fixture %s failed earlier: %s", name, msg)
-	}
-	fixErr[name] = "build did not finish"
-	if fixDir == "" {
-		d, err := os.MkdirTemp("", "ntfsmap-test-")
-		if err != nil {
-			t.Fatal(err)
-		}
-		fixDir = d
-	}
 	for _, v := range variants {
-		if v.name != name {
-			continue
+		if v.name == name {
+			return builds.Get(t, name, func(t *testing.T, path string) *fixture {
+				return buildNTFS(t, v, path)
+			})
 		}
-		f := &fixture{name: name, path: filepath.Join(fixDir, name+".img"), size: v.size}
-		imgtest.MakeNTFS(t, f.path, v.size, v.cluster, v.sector)
-		mnt := filepath.Join(fixDir, name+".mnt")
-		if err := os.Mkdir(mnt, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		unmount := imgtest.MountNTFS(t, f.path, mnt, false)
-		writeOrdered(t, mnt)
-		for _, d := range []string{"del1.bin", "dir/del2.bin", "dir/del3.bin"} {
-			if err := os.Remove(filepath.Join(mnt, d)); err != nil {
-				t.Fatal(err)
-			}
-		}
-		f.hashes = imgtest.HashTree(t, mnt)
-		unmount()
-		if len(f.hashes) != len(testFiles)-3 {
-			t.Fatalf("%s: %d files on the volume, want %d", name, len(f.hashes), len(testFiles)-3)
-		}
-		fixtures[name] = f
-		delete(fixErr, name)
-		return f
 	}
 	t.Fatalf("no variant %q", name)
 	return nil
+}
+
+// buildNTFS makes v's image at path.img: testFiles written through ntfs-3g,
+// then three of them deleted.
+func buildNTFS(t *testing.T, v variant, path string) *fixture {
+	f := &fixture{name: v.name, path: path + ".img", size: v.size}
+	imgtest.MakeNTFS(t, f.path, v.size, v.cluster, v.sector)
+	mnt := path + ".mnt"
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	unmount := imgtest.MountNTFS(t, f.path, mnt, false)
+	writeOrdered(t, mnt)
+	for _, d := range []string{"del1.bin", "dir/del2.bin", "dir/del3.bin"} {
+		if err := os.Remove(filepath.Join(mnt, d)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.hashes = imgtest.HashTree(t, mnt)
+	unmount()
+	if len(f.hashes) != len(testFiles)-3 {
+		t.Fatalf("%s: %d files on the volume, want %d", v.name, len(f.hashes), len(testFiles)-3)
+	}
+	return f
 }
 
 // writeOrdered writes testFiles in name order, with after-del1.bin last, so

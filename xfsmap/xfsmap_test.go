@@ -9,7 +9,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/prezero/prezero/freemap"
@@ -43,23 +42,15 @@ var variants = []variant{
 
 // built is a variant's image and the hashes of the files it holds.
 type built struct {
-	once   sync.Once
-	ok     bool
 	img    string
 	hashes map[string]string
 }
 
-var (
-	buildMu  sync.Mutex
-	images   = map[string]*built{}
-	buildDir string
-)
+var builds = imgtest.Builds[*built]{Prefix: "xfsmap-test-"}
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if buildDir != "" {
-		os.RemoveAll(buildDir)
-	}
+	builds.RemoveAll()
 	os.Exit(code)
 }
 
@@ -68,29 +59,11 @@ func image(t *testing.T, v variant) *built {
 	t.Helper()
 	imgtest.NeedRoot(t)
 	imgtest.Need(t, "mkfs.xfs", "xfs_db", "mount", "losetup")
-	buildMu.Lock()
-	if buildDir == "" {
-		d, err := os.MkdirTemp("", "xfsmap-test-")
-		if err != nil {
-			buildMu.Unlock()
-			t.Fatal(err)
-		}
-		buildDir = d
-	}
-	b := images[v.name]
-	if b == nil {
-		b = &built{img: filepath.Join(buildDir, v.name+".img")}
-		images[v.name] = b
-	}
-	buildMu.Unlock()
-	b.once.Do(func() {
+	return builds.Get(t, v.name, func(t *testing.T, path string) *built {
+		b := &built{img: path + ".img"}
 		buildVariant(t, v, b)
-		b.ok = true
+		return b
 	})
-	if !b.ok {
-		t.Fatalf("building %s failed: see the first test that needed it", v.name)
-	}
-	return b
 }
 
 func buildVariant(t *testing.T, v variant, b *built) {
