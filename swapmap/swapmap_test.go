@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/prezero/prezero/freemap"
+	"github.com/prezero/prezero/internal/imgtest"
 )
 
 // header builds a swap header page by hand.
@@ -89,14 +90,7 @@ func TestRead(t *testing.T) {
 // TestMkswap reads swap areas made by mkswap (over random bytes) for each
 // page size, and compares label and UUID with blkid.
 func TestMkswap(t *testing.T) {
-	for _, tool := range []string{"mkswap", "blkid"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("%s missing under CI", tool)
-			}
-			t.Skip(tool, " not installed")
-		}
-	}
+	imgtest.Need(t, "mkswap", "blkid")
 	for _, ps := range PageSizes {
 		img := filepath.Join(t.TempDir(), "swap.img")
 		b := make([]byte, 4<<20)
