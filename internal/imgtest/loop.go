@@ -1,11 +1,14 @@
 package imgtest
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // Loop attaches a loop device over img (from byte off, n bytes if n > 0,
@@ -40,6 +43,7 @@ func Detach(t testing.TB, dev, backing string) {
 	if !attachedTo(dev, backing) {
 		return
 	}
+	waitReleased(t, dev)
 	if out, err := Output("losetup", "-d", dev); err != nil {
 		t.Errorf("losetup -d %s: %v\n%s", dev, err, out)
 	}
@@ -61,4 +65,60 @@ func attachedTo(dev, backing string) bool {
 		want = w
 	}
 	return got == want
+}
+
+// waitReleased waits, for up to a minute, until no filesystem holds dev.
+// umount returns as soon as the mount leaves this mount namespace, but a
+// process that made its own namespace while the mount existed (a test's
+// "unshare --mount", a service starting) holds a copy of it: the kernel
+// writes the filesystem back and lets go of the device only when the last
+// copy goes. Until then the backing file may still read as before the
+// mount, and a test that reads it finds a filesystem that is not yet
+// written.
+func waitReleased(t testing.TB, dev string) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		// A block device opened with O_EXCL is refused while mounted.
+		f, err := os.OpenFile(dev, os.O_RDONLY|syscall.O_EXCL, 0)
+		if err == nil {
+			f.Close()
+			return
+		}
+		if !errors.Is(err, syscall.EBUSY) {
+			return // not ours to judge: losetup -d reports what is wrong
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("%s is still in use a minute after its unmount (mounted in these processes' namespaces: %s)", dev, mountedIn(dev))
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// mountedIn lists the processes whose mount namespace has dev mounted.
+func mountedIn(dev string) string {
+	var pids []string
+	infos, _ := filepath.Glob("/proc/[0-9]*/mountinfo")
+	for _, p := range infos {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if _, after, ok := strings.Cut(line, " - "); ok {
+				if f := strings.Fields(after); len(f) > 1 && f[1] == dev {
+					pids = append(pids, filepath.Base(filepath.Dir(p)))
+					break
+				}
+			}
+		}
+	}
+	if len(pids) == 0 {
+		return "none found"
+	}
+	if len(pids) > 10 {
+		pids = append(pids[:10], "...")
+	}
+	return strings.Join(pids, " ")
 }

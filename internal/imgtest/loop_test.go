@@ -1,10 +1,15 @@
 package imgtest
 
 import (
+	"bufio"
+	"bytes"
+	"crypto/rand"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestDetachLeavesAnothersDevice: once a loop device is detached, its
@@ -50,5 +55,55 @@ func TestDetachLeavesAnothersDevice(t *testing.T) {
 	}
 	if !attachedTo(devB, b) {
 		t.Errorf("%s is not seen as b's once b is deleted", devB)
+	}
+}
+
+// TestDetachWaitsForOtherNamespaces: a umount while another process's
+// mount namespace still holds a copy of the mount leaves the filesystem
+// unwritten until that process goes. Detach must wait for it, so that the
+// image a test reads next holds what the test wrote through the mount.
+// (A parallel package's "unshare --mount" once made xfsmap read an XFS
+// image as freshly made, while xfs_db, a second later, read it populated.)
+func TestDetachWaitsForOtherNamespaces(t *testing.T) {
+	NeedRoot(t)
+	Need(t, "mkfs.ext4", "mount", "unshare", "sh")
+	img := filepath.Join(t.TempDir(), "fs.img")
+	ZeroFile(t, img, 16<<20)
+	Run(t, "mkfs.ext4", "-q", "-F", "-E", "nodiscard", img)
+	dev, detach := Loop(t, img, 0, 0, false)
+	mnt := t.TempDir()
+	Run(t, "mount", "-o", "commit=600", dev, mnt)
+	t.Cleanup(func() { Output("umount", mnt) })
+	marker := make([]byte, 64<<10)
+	rand.Read(marker)
+	if err := os.WriteFile(filepath.Join(mnt, "f"), marker, 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	holder := exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c", "echo ready; exec sleep 2")
+	out, err := holder.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { holder.Process.Kill(); holder.Wait() })
+	if line, err := bufio.NewReader(out).ReadString('\n'); line != "ready\n" {
+		t.Fatalf("unshare: %q %v", line, err)
+	}
+	Run(t, "umount", mnt)
+	start := time.Now()
+	detach()
+	waited := time.Since(start)
+	data, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(data, marker) {
+		t.Fatalf("after umount and detach (%v), the image does not hold the file written through the mount", waited)
+	}
+	if holder.ProcessState == nil && attachedTo(dev, img) {
+		t.Errorf("%s still attached after detach", dev)
 	}
 }
