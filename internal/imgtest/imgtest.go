@@ -151,12 +151,20 @@ func OutputStdin(stdin, name string, args ...string) (string, error) {
 // holds copies of the test's open files until it execs, and parallel tests
 // fork often. If it still fails, it detaches the mount lazily, so that no
 // mount outlives the test, and fails the test.
+//
+// Once unmounted, it waits for the block device the mount was of to be
+// released (see waitReleased): a mount copied into another mount namespace
+// outlives the umount, unwritten.
 func Umount(t testing.TB, dir string) {
 	t.Helper()
+	dev := mountedDevice(dir)
 	deadline := time.Now().Add(time.Minute)
 	for {
 		out, err := Output("umount", dir)
 		if err == nil {
+			if dev != "" {
+				waitReleased(t, dev)
+			}
 			return
 		}
 		if !strings.Contains(out, "busy") || time.Now().After(deadline) {

@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/prezero/prezero/internal/mounttab"
 )
 
 // Loop attaches a loop device over img (from byte off, n bytes if n > 0,
@@ -101,16 +103,14 @@ func mountedIn(dev string) string {
 	var pids []string
 	infos, _ := filepath.Glob("/proc/[0-9]*/mountinfo")
 	for _, p := range infos {
-		b, err := os.ReadFile(p)
+		ms, err := mounttab.Read(p)
 		if err != nil {
 			continue
 		}
-		for _, line := range strings.Split(string(b), "\n") {
-			if _, after, ok := strings.Cut(line, " - "); ok {
-				if f := strings.Fields(after); len(f) > 1 && f[1] == dev {
-					pids = append(pids, filepath.Base(filepath.Dir(p)))
-					break
-				}
+		for _, m := range ms {
+			if m.Source == dev {
+				pids = append(pids, filepath.Base(filepath.Dir(p)))
+				break
 			}
 		}
 	}
@@ -121,4 +121,25 @@ func mountedIn(dev string) string {
 		pids = append(pids[:10], "...")
 	}
 	return strings.Join(pids, " ")
+}
+
+// mountedDevice returns the block device mounted on top at dir in this
+// namespace, or "" if what is mounted there is not a /dev node.
+func mountedDevice(dir string) string {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return ""
+	}
+	ms, err := mounttab.Read(mounttab.Path)
+	if err != nil {
+		return ""
+	}
+	m, ok := mounttab.Top(ms, abs)
+	if !ok || !strings.HasPrefix(m.Source, "/dev/") {
+		return ""
+	}
+	if fi, err := os.Stat(m.Source); err != nil || fi.Mode()&os.ModeDevice == 0 || fi.Mode()&os.ModeCharDevice != 0 {
+		return ""
+	}
+	return m.Source
 }

@@ -58,52 +58,59 @@ func TestDetachLeavesAnothersDevice(t *testing.T) {
 	}
 }
 
-// TestDetachWaitsForOtherNamespaces: a umount while another process's
+// TestUnmountWaitsForOtherNamespaces: a umount while another process's
 // mount namespace still holds a copy of the mount leaves the filesystem
-// unwritten until that process goes. Detach must wait for it, so that the
-// image a test reads next holds what the test wrote through the mount.
-// (A parallel package's "unshare --mount" once made xfsmap read an XFS
-// image as freshly made, while xfs_db, a second later, read it populated.)
-func TestDetachWaitsForOtherNamespaces(t *testing.T) {
+// unwritten until that process goes. Umount, and Detach after a plain
+// umount, must wait for it, so that the image a test reads next holds what
+// the test wrote through the mount. (A parallel package's "unshare
+// --mount" once made xfsmap read an XFS image as freshly made, while
+// xfs_db, a second later, read it populated.)
+func TestUnmountWaitsForOtherNamespaces(t *testing.T) {
 	NeedRoot(t)
 	Need(t, "mkfs.ext4", "mount", "unshare", "sh")
-	img := filepath.Join(t.TempDir(), "fs.img")
-	ZeroFile(t, img, 16<<20)
-	Run(t, "mkfs.ext4", "-q", "-F", "-E", "nodiscard", img)
-	dev, detach := Loop(t, img, 0, 0, false)
-	mnt := t.TempDir()
-	Run(t, "mount", "-o", "commit=600", dev, mnt)
-	t.Cleanup(func() { Output("umount", mnt) })
-	marker := make([]byte, 64<<10)
-	rand.Read(marker)
-	if err := os.WriteFile(filepath.Join(mnt, "f"), marker, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	for _, tc := range []struct {
+		name    string
+		unmount func(t *testing.T, mnt string, detach func())
+	}{
+		{"Umount", func(t *testing.T, mnt string, detach func()) { Umount(t, mnt) }},
+		{"umount then Detach", func(t *testing.T, mnt string, detach func()) { Run(t, "umount", mnt); detach() }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			img := filepath.Join(t.TempDir(), "fs.img")
+			ZeroFile(t, img, 16<<20)
+			Run(t, "mkfs.ext4", "-q", "-F", "-E", "nodiscard", img)
+			dev, detach := Loop(t, img, 0, 0, false)
+			mnt := t.TempDir()
+			Run(t, "mount", "-o", "commit=600", dev, mnt)
+			t.Cleanup(func() { Output("umount", mnt) })
+			marker := make([]byte, 64<<10)
+			rand.Read(marker)
+			if err := os.WriteFile(filepath.Join(mnt, "f"), marker, 0o644); err != nil {
+				t.Fatal(err)
+			}
 
-	holder := exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c", "echo ready; exec sleep 2")
-	out, err := holder.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := holder.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { holder.Process.Kill(); holder.Wait() })
-	if line, err := bufio.NewReader(out).ReadString('\n'); line != "ready\n" {
-		t.Fatalf("unshare: %q %v", line, err)
-	}
-	Run(t, "umount", mnt)
-	start := time.Now()
-	detach()
-	waited := time.Since(start)
-	data, err := os.ReadFile(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Contains(data, marker) {
-		t.Fatalf("after umount and detach (%v), the image does not hold the file written through the mount", waited)
-	}
-	if holder.ProcessState == nil && attachedTo(dev, img) {
-		t.Errorf("%s still attached after detach", dev)
+			holder := exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c", "echo ready; exec sleep 2")
+			out, err := holder.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := holder.Start(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { holder.Process.Kill(); holder.Wait() })
+			if line, err := bufio.NewReader(out).ReadString('\n'); line != "ready\n" {
+				t.Fatalf("unshare: %q %v", line, err)
+			}
+			start := time.Now()
+			tc.unmount(t, mnt, detach)
+			waited := time.Since(start)
+			data, err := os.ReadFile(img)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Contains(data, marker) {
+				t.Fatalf("after unmounting (%v), the image does not hold the file written through the mount", waited)
+			}
+		})
 	}
 }
