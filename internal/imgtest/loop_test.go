@@ -89,7 +89,7 @@ func TestUnmountWaitsForOtherNamespaces(t *testing.T) {
 				t.Fatal(err)
 			}
 
-			holder := exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c", "echo ready; exec sleep 2")
+			holder := exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c", "echo ready; exec sleep 1")
 			out, err := holder.StdoutPipe()
 			if err != nil {
 				t.Fatal(err)
