@@ -174,7 +174,7 @@ func (c *crashCopy) build(t *testing.T, v crashVariant) {
 	more := 0
 	for ; !c.shows(t, v); more++ {
 		if more == 1000 {
-			t.Fatalf("the copy of %s does not show its case (wrap %v, fast commits %v) after %d more transactions", v.name, v.wrap, v.fastCommit, more)
+			t.Fatalf("the copy of %s does not show its case (wrap %v, fast commits %v, uninit group logged %v) after %d more transactions", v.name, v.wrap, v.fastCommit, v.uninitLogged, more)
 		}
 		os.Mkdir(filepath.Join(mnt, "more"), 0o755)
 		if err := writeData(filepath.Join(mnt, fmt.Sprintf("more/m%03d", more)), bytes.Repeat([]byte{byte(more)}, 3000)); err != nil {
@@ -192,8 +192,12 @@ func (c *crashCopy) build(t *testing.T, v crashVariant) {
 }
 
 // shows reports whether the copy's log wraps around the journal's end if
-// v.wrap, and holds fast commits if v.fastCommit.
+// v.wrap, holds fast commits if v.fastCommit, and initialises a group that
+// is BLOCK_UNINIT on disk if v.uninitLogged.
 func (c *crashCopy) shows(t *testing.T, v crashVariant) bool {
+	if v.uninitLogged && uninitLogged(t, c.img) == 0 {
+		return false
+	}
 	if !v.wrap && !v.fastCommit {
 		return true
 	}
