@@ -36,6 +36,11 @@ var CreateFlags = []string{"--read-special", "--sparse", "--chunker-params", "fi
 //
 // Create returns nil on success and an *ExitError with borg's exit code
 // otherwise: 1 (warnings only), 2 (error), 128+N (killed by signal N).
+// If borg exits 0 although Create passed it a signal, Create returns an
+// *IgnoredSignalError: the archive is complete, and the caller says why
+// the stop it asked for did not happen. (borg's handlers raise an
+// exception; when the signal lands while Python runs a __del__ method,
+// Python prints "Exception ignored in" and borg carries on.)
 func (b *Borg) Create(dir string, r Ref, extra, paths []string) error {
 	flags, _, err := MergeCreateFlags(extra)
 	if err != nil {
@@ -55,19 +60,34 @@ func (b *Borg) Create(dir string, r Ref, extra, paths []string) error {
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
+	var passed os.Signal
 	for {
 		select {
 		case sig := <-sigs:
 			if sig == syscall.SIGTERM || !fromTerminal() {
 				cmd.Process.Signal(sig)
+				passed = sig
 			}
 		case err := <-exited:
 			if err == nil {
+				if passed != nil {
+					return &IgnoredSignalError{Signal: passed}
+				}
 				return nil
 			}
 			return exitError(b.Path, args, err, &tailBuffer{})
 		}
 	}
+}
+
+// IgnoredSignalError says that borg create finished its archive and
+// exited 0 although it was passed Signal.
+type IgnoredSignalError struct {
+	Signal os.Signal
+}
+
+func (e *IgnoredSignalError) Error() string {
+	return fmt.Sprintf("borg was sent %v but finished the archive anyway (exit code 0): the archive is complete", e.Signal)
 }
 
 // fromTerminal reports whether this process is in the foreground process

@@ -6,7 +6,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 func TestRefAbsolute(t *testing.T) {
@@ -101,6 +103,46 @@ func TestMergeCreateFlags(t *testing.T) {
 		}
 		if strings.Join(flags, " ") != c.flags || got != c.chunker {
 			t.Errorf("%q: flags %q chunker %q; want %q, %q", c.extra, flags, got, c.flags, c.chunker)
+		}
+	}
+}
+
+// A signal Create passes on to borg is reported when borg still exits 0
+// (the archive is complete), and borg's own code is kept when it stops.
+func TestCreatePassedSignal(t *testing.T) {
+	for _, code := range []int{0, 2} {
+		dir := t.TempDir()
+		ready, got := filepath.Join(dir, "ready"), filepath.Join(dir, "got")
+		bin := filepath.Join(dir, "borg")
+		script := fmt.Sprintf("#!/bin/sh\ntrap 'echo TERM > %s; exit %d' TERM\ntouch %s\nwhile :; do sleep 0.05; done\n", got, code, ready)
+		if err := os.WriteFile(bin, []byte(script), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		b := &Borg{Path: bin, Version: "1.2.4", Major: 1}
+		done := make(chan error, 1)
+		go func() { done <- b.Create(t.TempDir(), Ref{Repo: "/r", Archive: "a"}, nil, []string{"disk.img"}) }()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			if _, err := os.Stat(ready); err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the fake borg did not start")
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		syscall.Kill(os.Getpid(), syscall.SIGTERM) // Create's handler is on while borg runs
+		err := <-done
+		if b, _ := os.ReadFile(got); string(b) != "TERM\n" {
+			t.Fatalf("exit %d: borg was not passed SIGTERM (%q)", code, b)
+		}
+		var ig *IgnoredSignalError
+		var ee *ExitError
+		switch {
+		case code == 0 && (!errors.As(err, &ig) || ig.Signal != syscall.SIGTERM || !strings.Contains(err.Error(), "archive is complete")):
+			t.Errorf("borg exited 0 after SIGTERM: %v, want an IgnoredSignalError", err)
+		case code != 0 && (!errors.As(err, &ee) || ee.Code != code):
+			t.Errorf("borg exited %d after SIGTERM: %v", code, err)
 		}
 	}
 }

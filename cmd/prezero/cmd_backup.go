@@ -133,6 +133,13 @@ func runBackup(ctx context.Context, opts backupOptions, args []string) (err erro
 		paths = s.partFiles()
 	}
 	err = f.b.Create(dir, ref, extra, paths)
+	var ignored *borg.IgnoredSignalError
+	if errors.As(err, &ignored) {
+		// Not a failure: say why the stop asked for did not happen, and
+		// let the exit code tell the truth about the archive.
+		logf("%v", err)
+		return nil
+	}
 	var be *borg.ExitError
 	if errors.As(err, &be) {
 		if be.Warning() {
