@@ -20,6 +20,7 @@ import (
 	"github.com/prezero/prezero/extfsmap/internal/jbd2"
 	"github.com/prezero/prezero/freemap"
 	"github.com/prezero/prezero/internal/imgtest"
+	"golang.org/x/sys/unix"
 )
 
 // Crash-consistent copies, made the way they happen: a random-filled ext
@@ -260,13 +261,17 @@ func workload(dir string, v crashVariant) (map[string]string, *os.File, error) {
 		defer f.Close()
 		return f.Sync()
 	}
-	// A base, written back with sync: its bitmaps are on disk.
+	// A base, written back with syncfs: its bitmaps are on disk. (Not
+	// sync(2): that would also write back the other variants building at
+	// the same time, whose copies must catch their bitmaps unwritten.)
 	for i := range 8 {
 		if err := write(fmt.Sprintf("base/b%d", i), 64<<10+rng.IntN(1<<20), false); err != nil {
 			return nil, nil, err
 		}
 	}
-	syscall.Sync()
+	if err := syncfs(dir); err != nil {
+		return nil, nil, err
+	}
 	// Then fsync'd changes only: committed to the journal, their bitmaps
 	// not written back.
 	synced := []string{}
@@ -1218,4 +1223,17 @@ func TestCrashExternalJournal(t *testing.T) {
 	if err == nil || !errors.Is(err, freemap.ErrUnsupported) || !strings.Contains(err.Error(), "external journal device") {
 		t.Fatalf("the journal device: err = %v, want a journal-device refusal", err)
 	}
+}
+
+// syncfs writes back the filesystem that holds dir, and only that one.
+func syncfs(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := unix.Syncfs(int(f.Fd())); err != nil {
+		return fmt.Errorf("syncfs %s: %w", dir, err)
+	}
+	return nil
 }

@@ -495,7 +495,7 @@ func TestMountRefusesMountedDevice(t *testing.T) {
 	// A live filesystem may still write (a journal commit): cat's watch
 	// then stops it, which is right; try again on a quiet moment.
 	for try := 1; ; try++ {
-		imgtest.Run(t, "sync")
+		imgtest.Run(t, "sync", "-f", fsDir)
 		out, stderr, code := pz(t, nil, "cat", "--force", dev, "header")
 		if code == 0 && len(out) == 0 {
 			break
