@@ -67,8 +67,7 @@ type built struct {
 
 var (
 	workDir  string
-	cacheMu  sync.Mutex
-	cache    = map[string]*built{}
+	builds   = imgtest.Builds[*built]{Prefix: "variants-"}
 	treeOnce sync.Once
 	treeDir  string
 	treeRm   []string
@@ -84,6 +83,8 @@ func TestMain(m *testing.M) {
 	// t.TempDir() goes there too.
 	os.Setenv("TMPDIR", workDir)
 	code := m.Run()
+	builds.RemoveAll()
+	crashBuilds.RemoveAll()
 	os.RemoveAll(workDir)
 	os.Exit(code)
 }
@@ -162,16 +163,18 @@ func fileTree(t testing.TB) (string, []string) {
 }
 
 // buildImage makes (once per test binary) the image of variant v.
-func buildImage(t testing.TB, v variant) *built {
+func buildImage(t *testing.T, v variant) *built {
 	t.Helper()
 	imgtest.Need(t, "mkfs.ext4", "debugfs", "dumpe2fs", "zerofree", "e2fsck")
-	cacheMu.Lock()
-	defer cacheMu.Unlock()
-	if b := cache[v.name]; b != nil {
-		return b
-	}
+	return builds.Get(t, v.name, func(t *testing.T, path string) *built { return makeImage(t, v, path) })
+}
+
+// makeImage makes v's image at path.img: mkfs -d of the file tree, then
+// half of its files deleted with debugfs. Its zerofree'd copy goes to
+// path.zerofree.
+func makeImage(t *testing.T, v variant, path string) *built {
 	tree, rm := fileTree(t)
-	img := filepath.Join(workDir, v.name+".img")
+	img := path + ".img"
 	imgtest.RandomFile(t, img, v.size)
 	args := append([]string{"-F", "-q", "-E", "nodiscard"}, v.mkfs...)
 	args = append(args, "-d", tree, img)
@@ -179,7 +182,7 @@ func buildImage(t testing.TB, v variant) *built {
 		args = append(args, v.fsSize)
 	}
 	imgtest.Run(t, "mkfs.ext4", args...)
-	cmds := filepath.Join(workDir, v.name+".debugfs")
+	cmds := path + ".debugfs"
 	var sb strings.Builder
 	for _, p := range rm {
 		fmt.Fprintf(&sb, "rm %s\n", p)
@@ -192,7 +195,7 @@ func buildImage(t testing.TB, v variant) *built {
 		t.Fatalf("the source image of %s is not clean: %v\n%s", v.name, err, out)
 	}
 
-	b := &built{img: img, size: v.size, zerofreed: filepath.Join(workDir, v.name+".zerofree")}
+	b := &built{img: img, size: v.size, zerofreed: path + ".zerofree"}
 	dump := imgtest.Run(t, "dumpe2fs", img)
 	b.blockSize = dumpField(t, dump, "Block size")
 	b.blocks = dumpField(t, dump, "Block count")
@@ -202,7 +205,6 @@ func buildImage(t testing.TB, v variant) *built {
 
 	imgtest.CopyFile(t, b.zerofreed, img)
 	imgtest.Run(t, "zerofree", b.zerofreed)
-	cache[v.name] = b
 	return b
 }
 

@@ -12,7 +12,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -73,14 +72,9 @@ var crashVariants = []crashVariant{
 type crashCopy struct {
 	img    string            // the copy, taken while mounted
 	synced map[string]string // sha256 of every fsync'd file, read in the mounted source
-	once   sync.Once
-	err    error
 }
 
-var (
-	crashMu    sync.Mutex
-	crashCache = map[string]*crashCopy{}
-)
+var crashBuilds = imgtest.Builds[*crashCopy]{Prefix: "crash-"}
 
 // losetup attaches img to a free loop device and returns it, with a
 // function that detaches it once (also run at cleanup): a device number
@@ -117,34 +111,22 @@ func tryMountHash(t testing.TB, img, opts string) (map[string]string, error) {
 	return imgtest.HashTree(t, dir), nil
 }
 
-// buildCrash makes (once) the crash copy of v.
+// buildCrash makes (once) the crash copy of v. Builds of different
+// variants may run at once.
 func buildCrash(t *testing.T, v crashVariant) *crashCopy {
 	t.Helper()
 	imgtest.NeedRoot(t)
 	imgtest.Need(t, "mkfs.ext4", "losetup", "mount", "e2fsck", "zerofree", "dumpe2fs")
-	crashMu.Lock()
-	c := crashCache[v.name]
-	if c == nil {
-		c = &crashCopy{img: filepath.Join(workDir, v.name+".crash")}
-		crashCache[v.name] = c
-	}
-	crashMu.Unlock()
-	// One build per variant; builds of different variants may run at once.
-	c.once.Do(func() {
-		c.err = fmt.Errorf("building the %s crash copy failed", v.name) // until it succeeds
-		c.build(t, v)
-		c.err = nil
+	return crashBuilds.Get(t, v.name, func(t *testing.T, path string) *crashCopy {
+		c := &crashCopy{img: path + ".crash"}
+		c.build(t, v, path+".src")
+		return c
 	})
-	if c.err != nil {
-		t.Fatal(c.err)
-	}
-	return c
 }
 
-// build makes the crash copy of v.
-func (c *crashCopy) build(t *testing.T, v crashVariant) {
+// build makes the crash copy of v, mounting the source image src.
+func (c *crashCopy) build(t *testing.T, v crashVariant, src string) {
 	t.Helper()
-	src := filepath.Join(workDir, v.name+".src")
 	imgtest.RandomFile(t, src, v.size)
 	args := append([]string{"-F", "-q", "-E", "nodiscard"}, v.mkfs...)
 	imgtest.Run(t, "mkfs.ext4", append(args, src)...)
