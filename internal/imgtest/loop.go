@@ -77,8 +77,14 @@ func attachedTo(dev, backing string) bool {
 // copy goes. Until then the backing file may still read as before the
 // mount, and a test that reads it finds a filesystem that is not yet
 // written.
+//
+// If dev is still mounted in this namespace (a unmount that failed and
+// said so), there is nothing to wait for.
 func waitReleased(t testing.TB, dev string) {
 	t.Helper()
+	if mountedHere(dev) {
+		return
+	}
 	deadline := time.Now().Add(time.Minute)
 	for {
 		// A block device opened with O_EXCL is refused while mounted.
@@ -103,15 +109,8 @@ func mountedIn(dev string) string {
 	var pids []string
 	infos, _ := filepath.Glob("/proc/[0-9]*/mountinfo")
 	for _, p := range infos {
-		ms, err := mounttab.Read(p)
-		if err != nil {
-			continue
-		}
-		for _, m := range ms {
-			if m.Source == dev {
-				pids = append(pids, filepath.Base(filepath.Dir(p)))
-				break
-			}
+		if lists(p, dev) {
+			pids = append(pids, filepath.Base(filepath.Dir(p)))
 		}
 	}
 	if len(pids) == 0 {
@@ -121,6 +120,23 @@ func mountedIn(dev string) string {
 		pids = append(pids[:10], "...")
 	}
 	return strings.Join(pids, " ")
+}
+
+// mountedHere reports whether dev is mounted in this process's namespace.
+func mountedHere(dev string) bool { return lists(mounttab.Path, dev) }
+
+// lists reports whether the mount table at path has dev mounted.
+func lists(path, dev string) bool {
+	ms, err := mounttab.Read(path)
+	if err != nil {
+		return false
+	}
+	for _, m := range ms {
+		if m.Source == dev {
+			return true
+		}
+	}
+	return false
 }
 
 // mountedDevice returns the block device mounted on top at dir in this

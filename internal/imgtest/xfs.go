@@ -68,9 +68,7 @@ func MountXFS(t testing.TB, img, mnt, opts string, ro bool) (unmount func()) {
 	unmount = func() {
 		if !done {
 			done = true
-			if out, err := Output("umount", mnt); err != nil {
-				t.Errorf("umount %s: %v\n%s", mnt, err, out)
-			}
+			Umount(t, mnt)
 			detach()
 		}
 	}
