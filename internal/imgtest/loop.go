@@ -46,9 +46,22 @@ func Detach(t testing.TB, dev, backing string) {
 		return
 	}
 	waitReleased(t, dev)
-	if out, err := Output("losetup", "-d", dev); err != nil {
+	if out, err := Output("losetup", "-d", dev); err != nil && !detachedSoon(dev, backing) {
 		t.Errorf("losetup -d %s: %v\n%s", dev, err, out)
 	}
+}
+
+// detachedSoon reports whether dev stops serving backing within 5 s. The
+// kernel defers a detach while another opener (udev probing the device
+// after a write) holds it, and a second detach during that rundown fails
+// with "No such device or address" although the device is going.
+func detachedSoon(dev, backing string) bool {
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if !attachedTo(dev, backing) {
+			return true
+		}
+	}
+	return false
 }
 
 // attachedTo reports whether the loop device dev is attached to backing,
